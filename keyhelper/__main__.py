@@ -1,0 +1,3 @@
+from keyhelper._entry import main
+
+main()

@@ -1,0 +1,34 @@
+"""The console script. Serves a cache hit with nothing but the lean module, else hands over.
+
+``keyhelper [selection options]`` is answered here from the cache when possible; a miss
+goes to the core without click; every other command goes to the click CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from keyhelper import _lean
+
+
+def main() -> None:
+    selection = _lean.parse_get_args(sys.argv[1:])
+    if selection is None:
+        from keyhelper.cli import main as cli_main
+
+        cli_main()
+        return
+    if not selection.no_cache and os.environ.get("KEYHELPER_NO_CACHE") != "1":
+        key = _lean.try_hit(selection, os.environ)
+        if key is not None:
+            sys.stdout.write(key + "\n")
+            sys.stdout.flush()
+            return
+    from keyhelper.cli import run_get
+
+    sys.exit(run_get(selection))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""The cache-hit path: everything a hit needs, and nothing more.
+
+A hit must cost about one interpreter start, so this module imports only ``os``, ``sys``,
+``time`` and the sha256 primitive: no click, json, argparse, logging, pathlib, tomllib,
+importlib.metadata or backend library (tests/test_hot_path.py guards the list). It finds
+the entry from the selection arguments and the config file's identity, never by parsing
+TOML; on any doubt it answers "miss" and the full path takes over. The full path uses the
+same functions to name and read entries, so both paths agree by construction.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+try:  # the bare primitive costs 0.4 ms to import; hashlib costs 5 ms
+    from _sha256 import sha256
+except ImportError:  # pragma: no cover - Python 3.12+ or unusual builds
+    try:
+        from _sha2 import sha256  # type: ignore[import-not-found, no-redef]
+    except ImportError:
+        from hashlib import sha256
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+APP = "keyhelper"
+ENTRY_FORMAT = "keyhelper-cache 1"
+MAX_ENTRY_BYTES = 65536
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_POSIX = os.name == "posix"
+
+
+class Selection:
+    """What the command line selects: the chain and where its configuration lives."""
+
+    __slots__ = ("backends", "config", "no_cache", "profile", "verbose")
+
+    def __init__(self, backends: Sequence[str] = (), profile: str | None = None,
+                 config: str | None = None, no_cache: bool = False, verbose: bool = False):
+        self.backends = tuple(backends)
+        self.profile = profile
+        self.config = config
+        self.no_cache = no_cache
+        self.verbose = verbose
+
+
+_VALUE_OPTIONS = {"--backend": "backends", "-b": "backends", "--profile": "profile",
+                  "-p": "profile", "--config": "config", "-c": "config"}
+
+
+def parse_get_args(argv: Sequence[str]) -> Selection | None:
+    """Parse a plain get (``keyhelper [selection options]``); None for anything else."""
+    backends: list[str] = []
+    found: dict[str, str] = {}
+    flags = {"no_cache": False, "verbose": False}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        if name in _VALUE_OPTIONS and name.startswith("--") and eq:
+            pass
+        elif arg in _VALUE_OPTIONS and i + 1 < len(argv):
+            i += 1
+            name, value = arg, argv[i]
+        elif arg == "--no-cache":
+            flags["no_cache"] = True
+            i += 1
+            continue
+        elif arg in ("-v", "--verbose"):
+            flags["verbose"] = True
+            i += 1
+            continue
+        else:
+            return None  # a subcommand, --help, a typo: the click CLI handles and reports it
+        if not value or value.startswith("-"):
+            return None
+        field = _VALUE_OPTIONS[name]
+        if field == "backends":
+            backends.append(value)
+        elif field in found:
+            return None  # given twice: let the CLI decide
+        else:
+            found[field] = value
+        i += 1
+    return Selection(backends, found.get("profile"), found.get("config"),
+                     flags["no_cache"], flags["verbose"])
+
+
+# --- where things live (one small portable interface) -------------------------------------
+
+def home() -> str:
+    return os.path.expanduser("~")
+
+
+def config_path(selection: Selection, env: Mapping[str, str]) -> tuple[str, bool]:
+    """The config file to read, and whether it was named explicitly (then it must exist).
+
+    --config, else $KEYHELPER_CONFIG, else $XDG_CONFIG_HOME/keyhelper/config.toml,
+    else ~/.config/keyhelper/config.toml (on Windows %APPDATA%\\keyhelper\\config.toml).
+    """
+    if selection.config:
+        return os.path.abspath(os.path.expanduser(selection.config)), True
+    if env.get("KEYHELPER_CONFIG"):
+        return os.path.abspath(os.path.expanduser(env["KEYHELPER_CONFIG"])), True
+    if env.get("XDG_CONFIG_HOME"):
+        base = env["XDG_CONFIG_HOME"]
+    elif os.name == "nt" and env.get("APPDATA"):
+        base = env["APPDATA"]
+    else:
+        base = os.path.join(home(), ".config")
+    return os.path.join(base, APP, "config.toml"), False
+
+
+def cache_dir(env: Mapping[str, str]) -> str:
+    """$KEYHELPER_CACHE_DIR, else $XDG_RUNTIME_DIR/keyhelper (Linux: per-user tmpfs),
+    else $XDG_CACHE_HOME/keyhelper, else the platform's user cache directory."""
+    if env.get("KEYHELPER_CACHE_DIR"):
+        return os.path.abspath(env["KEYHELPER_CACHE_DIR"])
+    for var in ("XDG_RUNTIME_DIR", "XDG_CACHE_HOME"):
+        if env.get(var):
+            return os.path.join(env[var], APP)
+    if sys.platform == "darwin":
+        return os.path.join(home(), "Library", "Caches", APP)
+    if os.name == "nt" and env.get("LOCALAPPDATA"):
+        return os.path.join(env["LOCALAPPDATA"], APP, "cache")
+    return os.path.join(home(), ".cache", APP)
+
+
+def file_identity(path: str) -> str:
+    """Changes whenever the file is edited or replaced, without reading it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "absent"
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def entry_key(selection: Selection, env: Mapping[str, str]) -> str:
+    """Names the cache entry of a selection: its arguments plus its config file's identity.
+
+    Derived from names and file metadata only, never from a secret.
+    """
+    path, _ = config_path(selection, env)
+    parts = ["v1", "\x1f".join(selection.backends), selection.profile or "", path,
+             file_identity(path)]
+    return sha256("\x00".join(parts).encode()).hexdigest()[:32]
+
+
+def env_digest(names: Sequence[str], env: Mapping[str, str]) -> str:
+    text = "\x00".join(f"{name}={env.get(name, chr(0))}" for name in names)
+    return sha256(text.encode()).hexdigest()[:32]
+
+
+# --- entries ------------------------------------------------------------------------------
+
+class Entry:
+    """One cached key and its times (epoch seconds)."""
+
+    __slots__ = ("backend", "env_names", "envsum", "expires", "key", "refresh", "stored",
+                 "token_expires")
+
+    def __init__(self, key: str, backend: str, stored: float, expires: float, refresh: float,
+                 token_expires: float | None, env_names: Sequence[str], envsum: str):
+        self.key = key
+        self.backend = backend
+        self.stored = stored
+        self.expires = expires
+        self.refresh = refresh
+        self.token_expires = token_expires
+        self.env_names = tuple(env_names)
+        self.envsum = envsum
+
+    def serialize(self) -> bytes:
+        token_expires = "-" if self.token_expires is None else repr(self.token_expires)
+        lines = [ENTRY_FORMAT, f"backend {self.backend}", f"stored {self.stored!r}",
+                 f"expires {self.expires!r}", f"refresh {self.refresh!r}",
+                 f"token_expires {token_expires}", f"env_names {','.join(self.env_names)}",
+                 f"envsum {self.envsum}", f"key {self.key}", ""]
+        return "\n".join(lines).encode()
+
+    def matches_env(self, env: Mapping[str, str]) -> bool:
+        return env_digest(self.env_names, env) == self.envsum
+
+
+def parse_entry(data: bytes) -> Entry | None:
+    """An entry from its bytes, or None if anything is off (a corrupt entry is a miss)."""
+    try:
+        lines = data.decode("ascii").split("\n")
+        if lines[0] != ENTRY_FORMAT or lines[-1] != "":
+            return None
+        fields = dict(line.partition(" ")[::2] for line in lines[1:-1])
+        key = fields["key"]
+        if not key or any(not "!" <= ch <= "~" for ch in key):
+            return None
+        token_expires = None if fields["token_expires"] == "-" else float(fields["token_expires"])
+        names = [n for n in fields["env_names"].split(",") if n]
+        return Entry(key, fields["backend"], float(fields["stored"]), float(fields["expires"]),
+                     float(fields["refresh"]), token_expires, names, fields["envsum"])
+    except (UnicodeDecodeError, KeyError, ValueError, IndexError):
+        return None
+
+
+def safe_dir(path: str) -> str | None:
+    """Why ``path`` may not hold keys (a symlink, another owner, open to others), or None."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"cannot inspect it ({exc.strerror})"
+    if not _is_dir(st.st_mode):
+        return "it is a symlink or not a directory"
+    if _POSIX and st.st_uid != os.getuid():
+        return "it is owned by another user"
+    if _POSIX and st.st_mode & 0o077:
+        return f"its mode is {st.st_mode & 0o777:o}, not 700"
+    return None
+
+
+def _is_dir(mode: int) -> bool:
+    return (mode & 0o170000) == 0o040000
+
+
+def read_file_private(path: str) -> bytes | None:
+    """Read a private file: no symlink, regular, ours, 0600 at most. None when not."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if (st.st_mode & 0o170000) != 0o100000:
+            return None
+        if _POSIX and (st.st_uid != os.getuid() or st.st_mode & 0o077):
+            return None
+        return os.read(fd, MAX_ENTRY_BYTES)
+    finally:
+        os.close(fd)
+
+
+def entry_path(directory: str, key: str) -> str:
+    return os.path.join(directory, key + ".entry")
+
+
+def read_entry(directory: str, key: str) -> Entry | None:
+    data = read_file_private(entry_path(directory, key))
+    return None if data is None else parse_entry(data)
+
+
+def try_hit(selection: Selection, env: Mapping[str, str]) -> str | None:
+    """The cached key for this selection if it is fresh and safe to serve, else None."""
+    directory = cache_dir(env)
+    if safe_dir(directory) is not None:
+        return None
+    entry = read_entry(directory, entry_key(selection, env))
+    if entry is None or not entry.matches_env(env):
+        return None
+    now = time.time()
+    if not entry.stored <= now < entry.expires:
+        return None
+    return entry.key

@@ -1,0 +1,85 @@
+"""The one place where errors become messages and exit codes, and the get command.
+
+Kept free of click so that a cache miss on ``keyhelper [selection]`` does not pay for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+
+from keyhelper import _lean, redact
+from keyhelper.errors import EXIT_NO_KEY, EXIT_OK, KeyhelperError
+
+MAX_STDERR = 480  # Claude Code shows stderr cut at 500 characters
+
+
+class RedactingFormatter(logging.Formatter):
+    """Scrubs every secret this process has seen from log lines, tracebacks included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact.redact(super().format(record))
+
+
+def setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter(
+        "keyhelper: %(levelname)s %(name)s: %(message)s" if verbose else "keyhelper: %(message)s"))
+    root = logging.getLogger("keyhelper")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    root.propagate = False
+    if verbose:
+        for name in ("keyhelper_plugins", "hvac", "urllib3", "keyring"):
+            other = logging.getLogger(name)
+            other.handlers[:] = [handler]
+            other.setLevel(logging.DEBUG)
+
+
+def guarded(verbose: bool, action: Callable[[], int]) -> int:
+    """Run ``action``; turn any error into a short redacted message and an exit code."""
+    try:
+        return action()
+    except KeyhelperError as exc:
+        message = exc.describe(verbose)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        message = f"keyhelper: internal error: {type(exc).__name__}: {exc} (run with -v for details)"
+        code = EXIT_NO_KEY
+    if verbose:
+        traceback.print_exc(file=_RedactingStream(sys.stderr))
+    message = redact.redact(message)
+    if not message.startswith("keyhelper"):
+        message = "keyhelper: " + message
+    if not verbose and len(message) > MAX_STDERR:
+        message = message[: MAX_STDERR - 3] + "..."
+    sys.stderr.write(message + "\n")
+    return code
+
+
+class _RedactingStream:
+    def __init__(self, stream: object):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(redact.redact(text))  # type: ignore[attr-defined, no-any-return]
+
+
+def run_get(selection: _lean.Selection) -> int:
+    """``keyhelper [selection options]``: print one key, or explain on stderr and exit non-zero."""
+    setup_logging(selection.verbose)
+
+    def action() -> int:
+        from keyhelper.core import resolve
+
+        result = resolve(selection, os.environ)
+        sys.stdout.write(result.token.value + "\n")
+        sys.stdout.flush()
+        return EXIT_OK
+
+    return guarded(selection.verbose, action)

@@ -1,0 +1,158 @@
+"""The backend contract shared by built-in backends and third-party plugins.
+
+A backend class declares its options, says cheaply whether it can run here
+(:meth:`Backend.check_available`, no network), and implements :meth:`Backend.fetch`:
+
+- return a :class:`Token`: the key (the first token of the chain wins);
+- raise :class:`~keyhelper.errors.Skip`: "not configured here, try the next one";
+- raise anything else (ideally :class:`~keyhelper.errors.BackendError`): "mine, but it broke".
+
+Plugins register the class in the ``keyhelper.backends`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from keyhelper.errors import ConfigError, DeadlineExceeded
+from keyhelper.redact import fingerprint
+
+
+@dataclass(frozen=True)
+class Token:
+    """A key and what is known about it. ``repr`` never shows the value."""
+
+    value: str = field(repr=False)
+    expires_at: float | None = None  # epoch seconds; None: unknown
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.value)
+
+    def __repr__(self) -> str:
+        return f"Token(fingerprint={self.fingerprint!r}, expires_at={self.expires_at!r})"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a backend: its type, default and help line."""
+
+    type: type | tuple[type, ...]
+    default: Any = None
+    required: bool = False
+    help: str = ""
+    item_type: type | None = None  # element type for list options, value type for tables
+
+    def describe_type(self) -> str:
+        types = self.type if isinstance(self.type, tuple) else (self.type,)
+        names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+                 list: "a list", dict: "a table"}
+        text = " or ".join(names.get(t, t.__name__) for t in types)
+        if self.item_type is not None:
+            text += f" of {names.get(self.item_type, self.item_type.__name__)}s"
+        return text
+
+
+@dataclass
+class Context:
+    """What a backend may use besides its options: time, environment, other backends."""
+
+    profile: str | None
+    env: Mapping[str, str]
+    deadline: float  # time.monotonic() value by which the whole run must end
+    state_dir: str  # private 0700 directory for backend state (e.g. a Vault login token)
+    # Resolves another configured backend by name (e.g. a signing key kept in Vault).
+    resolve: Callable[[str], Token] = field(repr=False, default=lambda name: _no_resolver(name))
+    now: Callable[[], float] = time.time
+
+    def remaining(self) -> float:
+        """Seconds left before the run's deadline; raises when none are left."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded("the run's deadline passed")
+        return left
+
+    def timeout(self, wanted: float) -> float:
+        """A per-call timeout that never runs past the deadline."""
+        return max(0.05, min(wanted, self.remaining()))
+
+
+def _no_resolver(name: str) -> Token:
+    raise ConfigError(f"backend {name!r} cannot be used from here")
+
+
+class Backend(abc.ABC):
+    """Base class of every backend. Subclasses set ``options`` and implement ``fetch``."""
+
+    #: Options accepted in ``[backends.NAME]`` besides ``type``.
+    options: ClassVar[Mapping[str, Option]] = {}
+    #: Environment variables whose values change what ``fetch`` returns (cache keying).
+    env_vars: ClassVar[tuple[str, ...]] = ()
+    #: False when the source is cheaper to read than a cache entry (env, file): its key is
+    #: then never copied to the cache.
+    cacheable: ClassVar[bool] = True
+    #: One line for ``keyhelper backends``.
+    summary: ClassVar[str] = ""
+
+    def __init__(self, name: str, options: Mapping[str, Any], context: Context):
+        self.name = name
+        self.config = dict(options)
+        self.context = context
+
+    @classmethod
+    def check_available(cls) -> None:
+        """Raise :class:`~keyhelper.errors.Unavailable` with the reason when unusable here.
+
+        Must be cheap: no network, no slow imports beyond ``importlib.util.find_spec``.
+        """
+
+    @classmethod
+    def validate(cls, options: Mapping[str, Any], *, source: str, key: str) -> dict[str, Any]:
+        """Check ``options`` against :attr:`options`; return them with defaults filled in."""
+        result: dict[str, Any] = {}
+        for opt_name in options:
+            if opt_name not in cls.options:
+                known = ", ".join(sorted(cls.options)) or "none"
+                raise ConfigError(f"unknown option (known: {known})", source=source,
+                                  key=f"{key}.{opt_name}")
+        for opt_name, spec in cls.options.items():
+            if opt_name not in options:
+                if spec.required:
+                    raise ConfigError(f"missing; expected {spec.describe_type()}",
+                                      source=source, key=f"{key}.{opt_name}")
+                result[opt_name] = spec.default
+                continue
+            value = options[opt_name]
+            if not option_fits(value, spec):
+                raise ConfigError(f"expected {spec.describe_type()}, got {type(value).__name__}",
+                                  source=source, key=f"{key}.{opt_name}")
+            result[opt_name] = float(value) if spec.type is float else value
+        return result
+
+    def watched_env(self) -> tuple[str, ...]:
+        """Environment variable names this instance depends on (default: ``env_vars``)."""
+        return self.env_vars
+
+    @abc.abstractmethod
+    def fetch(self) -> Token:
+        """Return the key, raise ``Skip`` when not configured here, raise to fail."""
+
+
+def option_fits(value: Any, spec: Option) -> bool:
+    types = spec.type if isinstance(spec.type, tuple) else (spec.type,)
+    if isinstance(value, bool) and bool not in types:
+        return False  # TOML booleans are ints to Python; never accept one as a number
+    if float in types and isinstance(value, int):
+        return True
+    if not isinstance(value, types):
+        return False
+    if spec.item_type is not None:
+        items = value.values() if isinstance(value, dict) else value
+        return all(isinstance(item, spec.item_type) and not (
+            isinstance(item, bool) and spec.item_type is not bool) for item in items)
+    return True

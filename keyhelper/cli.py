@@ -1,0 +1,140 @@
+"""The command line for people: doctor, backends, cache, and the rest.
+
+A thin layer: it parses arguments, calls the core, prints. The plain get
+(``keyhelper [selection options]``) is served by ``keyhelper._entry`` before click is even
+imported; click sees it only for ``--help`` and for usage errors.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from keyhelper import __version__, _lean
+from keyhelper.app import guarded, run_get, setup_logging
+from keyhelper.errors import EXIT_OK
+
+F = Callable[..., Any]
+
+
+def selection_options(fn: F) -> F:
+    """--backend/--profile/--config/--no-cache/-v, shared by every command that picks a chain."""
+    decorators = [
+        click.option("-b", "--backend", "backends", multiple=True, metavar="NAME",
+                     help="Backend to try, in order (repeatable). A name from the config "
+                          "file, or a backend type with its defaults."),
+        click.option("-p", "--profile", metavar="NAME", help="Profile from the config file."),
+        click.option("-c", "--config", metavar="PATH", help="Config file (TOML)."),
+        click.option("--no-cache", is_flag=True, help="Neither read nor write the cache."),
+        click.option("-v", "--verbose", is_flag=True, help="Debug output on stderr."),
+    ]
+    for decorator in reversed(decorators):
+        fn = decorator(fn)
+    return fn
+
+
+def make_selection(backends: tuple[str, ...], profile: str | None, config: str | None,
+                   no_cache: bool, verbose: bool) -> _lean.Selection:
+    return _lean.Selection(backends, profile, config, no_cache, verbose)
+
+
+def run(verbose: bool, action: Callable[[], int]) -> None:
+    """Set up logging, run the action through the single error handler, exit."""
+    setup_logging(verbose)
+    sys.exit(guarded(verbose, action))
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@selection_options
+@click.version_option(__version__, prog_name="keyhelper")
+@click.pass_context
+def main(ctx: click.Context, backends: tuple[str, ...], profile: str | None, config: str | None,
+         no_cache: bool, verbose: bool) -> None:
+    """Print one API key for Claude Code's apiKeyHelper, from a chain of backends,
+    cached across processes.
+
+    \b
+    Exit codes: 0 key printed; 1 no key; 2 usage or configuration error.
+    """
+    if ctx.invoked_subcommand is None:
+        sys.exit(run_get(make_selection(backends, profile, config, no_cache, verbose)))
+
+
+@main.command()
+@selection_options
+def doctor(backends: tuple[str, ...], profile: str | None, config: str | None, no_cache: bool,
+           verbose: bool) -> None:
+    """Run every backend of the chain and report what each did (never the key)."""
+    from keyhelper import diagnose
+
+    selection = make_selection(backends, profile, config, no_cache, verbose)
+    run(verbose, lambda: diagnose.doctor(selection, os.environ, click.echo))
+
+
+@main.command("backends")
+@click.option("-v", "--verbose", is_flag=True, help="Debug output on stderr.")
+def list_backends(verbose: bool) -> None:
+    """List the backend types installed, built-in and plugins, and whether each is usable."""
+    from keyhelper import diagnose
+
+    run(verbose, lambda: diagnose.list_backends(os.environ, click.echo))
+
+
+@main.group()
+def cache() -> None:
+    """Inspect or clear the key cache."""
+
+
+@cache.command("status")
+@click.option("-v", "--verbose", is_flag=True, help="Debug output on stderr.")
+def cache_status(verbose: bool) -> None:
+    """List cache entries: backend, fingerprint, time left. Never the key."""
+    from keyhelper.cache import FileCache
+    from keyhelper.redact import fingerprint
+
+    def action() -> int:
+        store = FileCache.open(os.environ)
+        click.echo(f"cache directory: {store.directory}")
+        now = time.time()
+        keys = store.keys()
+        if not keys:
+            click.echo("no entries")
+        for key in keys:
+            entry = store.read(key)
+            if entry is None:
+                click.echo(f"{key}  unreadable (treated as a miss)")
+                continue
+            left = entry.expires - now
+            state = f"{left:.0f} s left" if left > 0 else f"expired {-left:.0f} s ago"
+            click.echo(f"{key}  {entry.backend}  {fingerprint(entry.key)}  {state}")
+        return EXIT_OK
+
+    run(verbose, action)
+
+
+@cache.command("clear")
+@selection_options
+@click.option("--all", "clear_all", is_flag=True, help="Every entry, not just this selection's.")
+def cache_clear(backends: tuple[str, ...], profile: str | None, config: str | None,
+                no_cache: bool, verbose: bool, clear_all: bool) -> None:
+    """Remove this selection's cache entry (or every entry with --all)."""
+    from keyhelper.cache import FileCache
+
+    def action() -> int:
+        store = FileCache.open(os.environ)
+        if clear_all:
+            count = store.clear()
+            click.echo(f"removed {count} entr{'y' if count == 1 else 'ies'}")
+        else:
+            key = _lean.entry_key(make_selection(backends, profile, config, False, False),
+                                  os.environ)
+            click.echo("removed 1 entry" if store.delete(key) else "no entry to remove")
+        return EXIT_OK
+
+    run(verbose, action)
+

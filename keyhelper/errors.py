@@ -1,0 +1,102 @@
+"""One error hierarchy. Each error knows its exit code and how to describe itself.
+
+The CLI catches :class:`KeyhelperError` in one place, prints ``describe()`` on stderr
+and exits with ``exit_code``. Messages never carry a secret: they name backends, files,
+options and fingerprints only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Documented exit codes (README "Exit codes").
+EXIT_OK = 0
+EXIT_NO_KEY = 1
+EXIT_USAGE = 2
+
+
+class KeyhelperError(Exception):
+    """Base of every error keyhelper reports to people."""
+
+    exit_code = EXIT_NO_KEY
+
+    def describe(self, verbose: bool = False) -> str:
+        return str(self)
+
+
+class UsageError(KeyhelperError):
+    """Bad command line."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(KeyhelperError):
+    """A configuration file, or a backend's options, that cannot be used."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, *, source: str | None = None, key: str | None = None):
+        self.message = message
+        self.source = source
+        self.key = key
+        super().__init__(self.describe())
+
+    def describe(self, verbose: bool = False) -> str:
+        where = ": ".join(part for part in (self.source, self.key) if part)
+        return f"config error: {where}: {self.message}" if where else f"config error: {self.message}"
+
+
+class BackendError(KeyhelperError):
+    """A backend that is configured here but failed ("mine, but it broke")."""
+
+    def __init__(self, message: str, *, backend: str | None = None):
+        self.message = message
+        self.backend = backend
+        super().__init__(self.describe())
+
+    def describe(self, verbose: bool = False) -> str:
+        return f"{self.backend}: {self.message}" if self.backend else self.message
+
+
+class Skip(BackendError):  # noqa: N818 - reads best at the raise site: ``raise Skip(...)``
+    """Not configured here: try the next backend. The message says why."""
+
+
+class Unavailable(Skip):
+    """The backend cannot run on this machine (missing library, no OS service)."""
+
+
+class InvalidKey(BackendError):
+    """A backend returned a value that Claude Code cannot send as an API key."""
+
+
+class DeadlineExceeded(BackendError):
+    """The run's deadline passed before the backend answered."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one backend of the chain did, for the final report and ``doctor``."""
+
+    backend: str
+    outcome: str  # "ok", "skipped" or "failed"
+    reason: str
+    seconds: float
+
+
+class NoKeyError(KeyhelperError):
+    """Every backend of the chain skipped or failed."""
+
+    exit_code = EXIT_NO_KEY
+
+    def __init__(self, attempts: Sequence[Attempt]):
+        self.attempts = list(attempts)
+        super().__init__(self.describe())
+
+    def describe(self, verbose: bool = False) -> str:
+        if not self.attempts:
+            return "keyhelper: no key: the chain is empty"
+        lines = ["keyhelper: no key from " + ", ".join(a.backend for a in self.attempts)]
+        lines += [f"  {a.backend} {a.outcome}: {a.reason}" for a in self.attempts]
+        return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""A contract test kit for backend authors (see README, "Writing a backend")."""
