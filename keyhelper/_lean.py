@@ -159,11 +159,12 @@ def env_digest(names: Sequence[str], env: Mapping[str, str]) -> str:
 class Entry:
     """One cached key and its times (epoch seconds)."""
 
-    __slots__ = ("backend", "env_names", "envsum", "expires", "key", "refresh", "stored",
-                 "token_expires")
+    __slots__ = ("backend", "env_names", "envsum", "expires", "extra", "key", "refresh",
+                 "stored", "token_expires")
 
     def __init__(self, key: str, backend: str, stored: float, expires: float, refresh: float,
-                 token_expires: float | None, env_names: Sequence[str], envsum: str):
+                 token_expires: float | None, env_names: Sequence[str], envsum: str,
+                 extra: Mapping[str, str] | None = None):
         self.key = key
         self.backend = backend
         self.stored = stored
@@ -172,13 +173,17 @@ class Entry:
         self.token_expires = token_expires
         self.env_names = tuple(env_names)
         self.envsum = envsum
+        # Further single-line fields (no spaces in names), e.g. the audit log's target.
+        self.extra = dict(extra or {})
 
     def serialize(self) -> bytes:
         token_expires = "-" if self.token_expires is None else repr(self.token_expires)
         lines = [ENTRY_FORMAT, f"backend {self.backend}", f"stored {self.stored!r}",
                  f"expires {self.expires!r}", f"refresh {self.refresh!r}",
                  f"token_expires {token_expires}", f"env_names {','.join(self.env_names)}",
-                 f"envsum {self.envsum}", f"key {self.key}", ""]
+                 f"envsum {self.envsum}"]
+        lines += [f"x-{name} {value}" for name, value in sorted(self.extra.items())]
+        lines += [f"key {self.key}", ""]
         return "\n".join(lines).encode()
 
     def matches_env(self, env: Mapping[str, str]) -> bool:
@@ -197,8 +202,9 @@ def parse_entry(data: bytes) -> Entry | None:
             return None
         token_expires = None if fields["token_expires"] == "-" else float(fields["token_expires"])
         names = [n for n in fields["env_names"].split(",") if n]
+        extra = {k[2:]: v for k, v in fields.items() if k.startswith("x-")}
         return Entry(key, fields["backend"], float(fields["stored"]), float(fields["expires"]),
-                     float(fields["refresh"]), token_expires, names, fields["envsum"])
+                     float(fields["refresh"]), token_expires, names, fields["envsum"], extra)
     except (UnicodeDecodeError, KeyError, ValueError, IndexError):
         return None
 

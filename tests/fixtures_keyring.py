@@ -1,0 +1,1 @@
+"""gnome-keyring Secret Service fixture (owned by the keyring backend tests)."""

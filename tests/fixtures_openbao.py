@@ -1,0 +1,1 @@
+"""OpenBao dev server fixture (owned by the Vault backend tests)."""
