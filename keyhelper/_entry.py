@@ -25,7 +25,7 @@ def main() -> None:
             sys.stdout.write(key + "\n")
             sys.stdout.flush()
             return
-    from keyhelper.cli import run_get
+    from keyhelper.app import run_get
 
     sys.exit(run_get(selection))
 

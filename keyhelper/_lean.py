@@ -14,17 +14,18 @@ import os
 import sys
 import time
 
-try:  # the bare primitive costs 0.4 ms to import; hashlib costs 5 ms
-    from _sha256 import sha256
-except ImportError:  # pragma: no cover - Python 3.12+ or unusual builds
-    try:
-        from _sha2 import sha256  # type: ignore[import-not-found, no-redef]
-    except ImportError:
-        from hashlib import sha256
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+    from hashlib import sha256
+else:
+    try:  # the bare primitive costs 0.4 ms to import; hashlib costs 5 ms
+        from _sha256 import sha256
+    except ImportError:  # pragma: no cover - Python 3.12+ or unusual builds
+        try:
+            from _sha2 import sha256
+        except ImportError:
+            from hashlib import sha256
 
 APP = "keyhelper"
 ENTRY_FORMAT = "keyhelper-cache 1"

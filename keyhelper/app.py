@@ -49,7 +49,8 @@ def guarded(verbose: bool, action: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        message = f"keyhelper: internal error: {type(exc).__name__}: {exc} (run with -v for details)"
+        message = (f"keyhelper: internal error: {type(exc).__name__}: {exc} "
+                   "(run with -v for details)")
         code = EXIT_NO_KEY
     if verbose:
         traceback.print_exc(file=_RedactingStream(sys.stderr))

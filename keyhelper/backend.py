@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -42,14 +42,14 @@ class Token:
 class Option:
     """One option of a backend: its type, default and help line."""
 
-    type: type | tuple[type, ...]
+    types: type | tuple[type, ...]
     default: Any = None
     required: bool = False
     help: str = ""
     item_type: type | None = None  # element type for list options, value type for tables
 
     def describe_type(self) -> str:
-        types = self.type if isinstance(self.type, tuple) else (self.type,)
+        types = self.types if isinstance(self.types, tuple) else (self.types,)
         names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
                  list: "a list", dict: "a table"}
         text = " or ".join(names.get(t, t.__name__) for t in types)
@@ -131,7 +131,7 @@ class Backend(abc.ABC):
             if not option_fits(value, spec):
                 raise ConfigError(f"expected {spec.describe_type()}, got {type(value).__name__}",
                                   source=source, key=f"{key}.{opt_name}")
-            result[opt_name] = float(value) if spec.type is float else value
+            result[opt_name] = float(value) if spec.types is float else value
         return result
 
     def watched_env(self) -> tuple[str, ...]:
@@ -144,7 +144,7 @@ class Backend(abc.ABC):
 
 
 def option_fits(value: Any, spec: Option) -> bool:
-    types = spec.type if isinstance(spec.type, tuple) else (spec.type,)
+    types = spec.types if isinstance(spec.types, tuple) else (spec.types,)
     if isinstance(value, bool) and bool not in types:
         return False  # TOML booleans are ints to Python; never accept one as a number
     if float in types and isinstance(value, int):
@@ -152,7 +152,7 @@ def option_fits(value: Any, spec: Option) -> bool:
     if not isinstance(value, types):
         return False
     if spec.item_type is not None:
-        items = value.values() if isinstance(value, dict) else value
+        items: Iterable[Any] = value.values() if isinstance(value, dict) else value
         return all(isinstance(item, spec.item_type) and not (
             isinstance(item, bool) and spec.item_type is not bool) for item in items)
     return True

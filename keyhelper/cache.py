@@ -34,7 +34,7 @@ class Store(Protocol):
     def describe(self, key: str) -> str: ...
 
 
-class CacheUnusable(Exception):  # noqa: N818 - a state, handled inside keyhelper
+class CacheUnusable(Exception):
     """The cache directory must not be used; keyhelper goes on without it."""
 
 

@@ -147,11 +147,10 @@ def load(selection: _lean.Selection, env: Mapping[str, str]) -> Settings:
     profiles = top.get("profiles", {})
     values = {k: v for k, v in top.items() if k in SETTINGS}
     profile = selection.profile
-    if profile is not None:
-        if profile not in profiles or not isinstance(profiles[profile], dict):
-            known = ", ".join(sorted(profiles)) or "none"
-            raise ConfigError(f"unknown profile (configured: {known})", source=label,
-                              key=f"profiles.{profile}")
+    if profile is not None and not isinstance(profiles.get(profile), dict):
+        known = ", ".join(sorted(profiles)) or "none"
+        raise ConfigError(f"unknown profile (configured: {known})", source=label,
+                          key=f"profiles.{profile}")
     for pname, ptable in profiles.items():
         if not isinstance(ptable, dict):
             raise ConfigError("expected a table", source=label, key=f"profiles.{pname}")

@@ -191,7 +191,8 @@ class Broker:
         return (entry is not None and list(entry.env_names) == list(env_names)
                 and entry.matches_env(self.env) and entry.stored <= self.now() < entry.expires)
 
-    def make_entry(self, token: Token, backend: str, env_names: Sequence[str]) -> _lean.Entry | None:
+    def make_entry(self, token: Token, backend: str,
+                   env_names: Sequence[str]) -> _lean.Entry | None:
         now = self.now()
         ttl = self.settings.setting("ttl") or claude_ttl(self.env) or DEFAULT_TTL
         expires = now + float(ttl)

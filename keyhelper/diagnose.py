@@ -44,7 +44,8 @@ def doctor(selection: _lean.Selection, env: Mapping[str, str], echo: Echo) -> in
                 outcome += " (used)"
         from keyhelper.redact import redact
 
-        echo(f"  {link.spec.name}: {redact(outcome)} [{(time.monotonic() - started) * 1000:.0f} ms]")
+        elapsed_ms = (time.monotonic() - started) * 1000
+        echo(f"  {link.spec.name}: {redact(outcome)} [{elapsed_ms:.0f} ms]")
     if broker.cache is None:
         echo(f"cache: not used: {broker.cache_problem}")
     else:

@@ -44,7 +44,8 @@ class ConfigError(KeyhelperError):
 
     def describe(self, verbose: bool = False) -> str:
         where = ": ".join(part for part in (self.source, self.key) if part)
-        return f"config error: {where}: {self.message}" if where else f"config error: {self.message}"
+        return f"config error: {where}: {self.message}" if where else (
+            f"config error: {self.message}")
 
 
 class BackendError(KeyhelperError):
@@ -59,7 +60,7 @@ class BackendError(KeyhelperError):
         return f"{self.backend}: {self.message}" if self.backend else self.message
 
 
-class Skip(BackendError):  # noqa: N818 - reads best at the raise site: ``raise Skip(...)``
+class Skip(BackendError):
     """Not configured here: try the next backend. The message says why."""
 
 

@@ -19,7 +19,8 @@ MAX_STDERR = 200
 class CommandBackend(Backend):
     summary = "the first line a command prints (argv list, no shell)"
     options: ClassVar = {
-        "command": Option(list, required=True, item_type=str, help="argv, e.g. [\"op\", \"read\", ...]"),
+        "command": Option(list, required=True, item_type=str,
+                          help='argv, e.g. ["op", "read", "op://vault/item/key"]'),
         "timeout": Option(float, 10.0, help="seconds before the command is killed"),
     }
 

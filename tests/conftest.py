@@ -36,7 +36,7 @@ def cache_dir(isolated_env: Path) -> Path:
 
 
 @pytest.fixture
-def write_config(isolated_env: Path) -> "WriteConfig":
+def write_config(isolated_env: Path) -> WriteConfig:
     return WriteConfig(isolated_env / ".config" / "keyhelper" / "config.toml")
 
 
