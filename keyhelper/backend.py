@@ -152,7 +152,8 @@ def option_fits(value: Any, spec: Option) -> bool:
     if not isinstance(value, types):
         return False
     if spec.item_type is not None:
-        items: Iterable[Any] = value.values() if isinstance(value, dict) else value
+        container: Any = value  # isinstance() above narrowed it to object
+        items: Iterable[Any] = container.values() if isinstance(container, dict) else container
         return all(isinstance(item, spec.item_type) and not (
             isinstance(item, bool) and spec.item_type is not bool) for item in items)
     return True
