@@ -68,7 +68,7 @@ class Context:
     state_dir: str  # private 0700 directory for backend state (e.g. a Vault login token)
     # Resolves another configured backend by name (e.g. a signing key kept in Vault).
     resolve: Callable[[str], Token] = field(repr=False, default=lambda name: _no_resolver(name))
-    now: Callable[[], float] = time.time
+    now: Callable[[], float] = field(default=lambda: wall_clock())
 
     def remaining(self) -> float:
         """Seconds left before the run's deadline; raises when none are left."""
@@ -80,6 +80,11 @@ class Context:
     def timeout(self, wanted: float) -> float:
         """A per-call timeout that never runs past the deadline."""
         return max(0.05, min(wanted, self.remaining()))
+
+
+def wall_clock() -> float:
+    """The one clock (epoch seconds). Looked up at each call, so freezegun can move it."""
+    return time.time()
 
 
 def _no_resolver(name: str) -> Token:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from keyhelper import _lean, config, redact
-from keyhelper.backend import Backend, Context, Token
+from keyhelper.backend import Backend, Context, Token, wall_clock
 from keyhelper.cache import CacheUnusable, FileCache, Store
 from keyhelper.errors import (
     Attempt,
@@ -71,7 +71,7 @@ class Broker:
     """One run: the settings, the backends of the chain, the cache."""
 
     def __init__(self, selection: _lean.Selection, env: Mapping[str, str], *,
-                 registry: Registry | None = None, now: Callable[[], float] = time.time):
+                 registry: Registry | None = None, now: Callable[[], float] = wall_clock):
         self.selection = selection
         self.env = env
         self.now = now
