@@ -118,17 +118,21 @@ class Broker:
         self._nesting.append(name)
         try:
             spec = self.settings.spec(name, source=self.settings.config_path or "defaults")
-            return self.fetch_one(self.build(spec))
+            return self.fetch_one(self.build(spec), as_api_key=False)
         finally:
             self._nesting.pop()
 
-    def fetch_one(self, backend: Backend) -> Token:
-        """Run one backend's fetch under the run's deadline, and check what it returned."""
+    def fetch_one(self, backend: Backend, *, as_api_key: bool = True) -> Token:
+        """Run one backend's fetch under the run's deadline, and check what it returned.
+
+        ``as_api_key=False`` for a value another backend consumes (a PEM signing key may
+        hold line breaks; only what Claude Code receives must be a single clean token).
+        """
         token = _call_with_deadline(backend.fetch, self.context.remaining())
         if not isinstance(token, Token):
             raise Skip("returned no key")
         redact.remember(token.value)
-        reason = redact.invalid_key_reason(token.value)
+        reason = redact.invalid_key_reason(token.value) if as_api_key else None
         if reason is not None:
             raise InvalidKey(f"refused: {reason}")
         return token
