@@ -20,7 +20,7 @@ def main() -> None:
         cli_main()
         return
     if not selection.no_cache and os.environ.get("KEYHELPER_NO_CACHE") != "1":
-        key = _lean.try_hit(selection, os.environ)
+        key = _lean.try_hit(selection, os.environ, sys.argv[1:])
         if key is not None:
             sys.stdout.write(key + "\n")
             sys.stdout.flush()

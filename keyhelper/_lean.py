@@ -257,15 +257,90 @@ def read_entry(directory: str, key: str) -> Entry | None:
     return None if data is None else parse_entry(data)
 
 
-def try_hit(selection: Selection, env: Mapping[str, str]) -> str | None:
-    """The cached key for this selection if it is fresh and safe to serve, else None."""
+DEFAULT_CLAUDE_TTL = 300.0
+# A repeat call from the same Claude Code process sooner than this share of its own TTL means
+# the key it was given was rejected (Claude re-runs the helper on 401/403).
+REPEAT_WINDOW = 0.9
+
+
+def claude_ttl(env: Mapping[str, str]) -> float | None:
+    """CLAUDE_CODE_API_KEY_HELPER_TTL_MS in seconds; a non-numeric value is ignored, as
+    Claude Code ignores it."""
+    raw = env.get("CLAUDE_CODE_API_KEY_HELPER_TTL_MS", "").strip()
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw) / 1000
+    return None
+
+
+def marker_path(directory: str, key: str, caller: str) -> str:
+    return os.path.join(directory, f"{key}.{caller}.served")
+
+
+def read_marker(path: str) -> tuple[float, float] | None:
+    """(stored time of the entry served, when it was served) to one Claude Code process."""
+    data = read_file_private(path)
+    try:
+        stored, served = (data or b"").decode("ascii").split()
+        return float(stored), float(served)
+    except ValueError:
+        return None
+
+
+def write_marker(path: str, stored: float, now: float) -> None:
+    """Remember what this caller was served. Best effort: a lost marker costs nothing."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o600)
+        try:
+            os.write(fd, f"{stored!r} {now!r}".encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def rejected(entry: Entry, marker: tuple[float, float] | None, env: Mapping[str, str],
+             now: float) -> bool:
+    """True when this caller was already served this very entry, within its own TTL:
+    Claude Code asks again that soon only after the gateway refused the key."""
+    if marker is None:
+        return False
+    stored, served = marker
+    window = REPEAT_WINDOW * (claude_ttl(env) or DEFAULT_CLAUDE_TTL)
+    return stored == entry.stored and 0 <= now - served < window
+
+
+def try_hit(selection: Selection, env: Mapping[str, str],
+            argv: Sequence[str] = ()) -> str | None:
+    """The cached key for this selection if it is fresh and safe to serve, else None.
+
+    A miss (None) also when the calling Claude Code process is asking again for the key it
+    was just given: the full path then fetches anew, rate-limited, under the lock.
+    """
     directory = cache_dir(env)
     if safe_dir(directory) is not None:
         return None
-    entry = read_entry(directory, entry_key(selection, env))
+    key = entry_key(selection, env)
+    entry = read_entry(directory, key)
     if entry is None or not entry.matches_env(env):
         return None
     now = time.time()
     if not entry.stored <= now < entry.expires:
         return None
+    marker = None
+    if entry.extra.get("rotation") != "off":
+        from keyhelper import _caller
+
+        caller = _caller.caller_id(env)
+        if caller is not None:
+            marker = marker_path(directory, key, caller)
+            if rejected(entry, read_marker(marker), env, now):
+                return None
+    if now >= entry.refresh:
+        from keyhelper import _background
+
+        _background.spawn_refresh(directory, key, entry.stored, argv)
+    if marker is not None:
+        write_marker(marker, entry.stored, now)
     return entry.key

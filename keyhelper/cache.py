@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _LOCK_SUFFIX = ".lock"
+# Files kept beside an entry: the shared failure record, the stale-serve counter, and one
+# marker per Claude Code process served (keyhelper/failures.py, keyhelper/_lean.py).
+_SIDECARS = (".failed", ".stale", ".served")
 
 
 class Store(Protocol):
@@ -81,6 +84,11 @@ class FileCache:
         write_private(self.path(key), entry.serialize())
 
     def delete(self, key: str) -> bool:
+        """Remove an entry and what is remembered about it (failures, served markers)."""
+        for name in os.listdir(self.directory):
+            if name.startswith(key + ".") and name.endswith(_SIDECARS):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.directory, name))
         try:
             os.unlink(self.path(key))
         except FileNotFoundError:
@@ -95,7 +103,7 @@ class FileCache:
         """Remove every entry and leftover temp or lock file; returns the entries removed."""
         removed = 0
         for name in os.listdir(self.directory):
-            if name.endswith((".entry", ".tmp", _LOCK_SUFFIX)):
+            if name.endswith((".entry", ".tmp", _LOCK_SUFFIX, *_SIDECARS)):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(self.directory, name))
                     removed += name.endswith(".entry")

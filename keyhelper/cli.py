@@ -85,6 +85,80 @@ def list_backends(verbose: bool) -> None:
     run(verbose, lambda: diagnose.list_backends(os.environ, click.echo))
 
 
+@main.command("jwks")
+@selection_options
+def jwks_command(backends: tuple[str, ...], profile: str | None, config: str | None,
+                 no_cache: bool, verbose: bool) -> None:
+    """Print the public JWKS (JSON) of the selected jwt backend's signing key."""
+    from keyhelper import jwks
+
+    selection = make_selection(backends, profile, config, no_cache, verbose)
+    run(verbose, lambda: jwks.print_jwks(selection, os.environ, click.echo))
+
+
+@main.group()
+def setup() -> None:
+    """Configure a client to use keyhelper."""
+
+
+@setup.command("claude-code")
+@selection_options
+@click.option("--scope", type=click.Choice(["user", "project"]), default="user",
+              show_default=True, help="~/.claude/settings.json or ./.claude/settings.json.")
+@click.option("--ttl-ms", type=click.IntRange(min=1000), metavar="MS",
+              help="Also set env.CLAUDE_CODE_API_KEY_HELPER_TTL_MS.")
+@click.option("--dry-run", is_flag=True, help="Show the change; write nothing.")
+def setup_claude_code(backends: tuple[str, ...], profile: str | None, config: str | None,
+                      no_cache: bool, verbose: bool, scope: str, ttl_ms: int | None,
+                      dry_run: bool) -> None:
+    """Write apiKeyHelper (this keyhelper's absolute path) into Claude Code's settings,
+    merging with what is there and keeping a backup. Idempotent."""
+    from keyhelper.setup_claude import setup as do_setup
+
+    run(verbose, lambda: do_setup(scope=scope, profile=profile, config=config,
+                                  backends=backends, ttl_ms=ttl_ms, dry_run=dry_run,
+                                  echo=click.echo, warn=lambda m: click.echo(m, err=True)))
+
+
+@main.command("set")
+@selection_options
+@click.argument("argv_key", nargs=-1, metavar="")
+def set_command(backends: tuple[str, ...], profile: str | None, config: str | None,
+                no_cache: bool, verbose: bool, argv_key: tuple[str, ...]) -> None:
+    """Store a key in the OS keyring: typed at a hidden prompt, or piped on stdin (never
+    an argument). --backend NAME picks the keyring backend (default: the chain's first)."""
+    from keyhelper.errors import UsageError
+    from keyhelper.keyring_store import set_key
+
+    def action() -> int:
+        if argv_key:  # refused without echoing it: argv shows in ps and shell history
+            raise UsageError("keyhelper set takes no key argument (it would show in ps and "
+                             "shell history): pipe it on stdin, or type it at the prompt")
+        return set_key(selection, os.environ, read_new_key, lambda m: click.echo(m, err=True))
+
+    selection = make_selection(backends, profile, config, no_cache, verbose)
+    run(verbose, action)
+
+
+@main.command("delete")
+@selection_options
+def delete_command(backends: tuple[str, ...], profile: str | None, config: str | None,
+                   no_cache: bool, verbose: bool) -> None:
+    """Delete the key from the OS keyring (the backend `keyhelper set` would write)."""
+    from keyhelper.keyring_store import delete_key
+
+    selection = make_selection(backends, profile, config, no_cache, verbose)
+    run(verbose, lambda: delete_key(selection, os.environ, lambda m: click.echo(m, err=True)))
+
+
+def read_new_key() -> str:
+    """A hidden, confirmed prompt on a terminal; else stdin (a pipe). Never argv."""
+    if sys.stdin.isatty():
+        return str(click.prompt("API key", hide_input=True, confirmation_prompt=True,
+                                err=True)).strip()
+    return sys.stdin.read(65537).strip()
+
+
 @main.group()
 def cache() -> None:
     """Inspect or clear the key cache."""

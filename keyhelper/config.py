@@ -18,7 +18,7 @@ from keyhelper.errors import ConfigError
 
 DEFAULT_CHAIN = ("env", "keyring")
 DEFAULT_TTL = 300.0
-DEFAULT_DEADLINE = 8.0  # Claude Code warns at 10 s
+DEFAULT_DEADLINE = 5.0  # Claude Code warns at 10 s
 DEFAULT_STALE_GRACE = 3600.0
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -44,6 +44,16 @@ TOP_LEVEL: dict[str, Option] = {
     **SETTINGS,
 }
 PROFILE_KEYS: dict[str, Option] = {"chain": Option(list, item_type=str), **SETTINGS}
+PLUGINS_KEYS: dict[str, Option] = {
+    "allow": Option(list, item_type=str, help="distributions whose plugins may be imported"),
+}
+AUDIT_KEYS: dict[str, Option] = {
+    "path": Option(str, help="JSON lines file, absolute or ~/..."),
+    "syslog": Option(bool, False, help="also send each line to syslog (facility authpriv)"),
+    "syslog_socket": Option(str, "/dev/log", help="the local syslog socket"),
+    "max_bytes": Option(int, 10 * 1024 * 1024, help="rotate the file at this size"),
+    "keep": Option(int, 5, help="rotated files kept (path.1 ... path.N)"),
+}
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,22 @@ def check_table(table: Mapping[str, Any], schema: Mapping[str, Option], *, sourc
     return checked
 
 
+def check_audit(table: Mapping[str, Any], *, source: str) -> None:
+    checked = check_table(table, AUDIT_KEYS, source=source, prefix="audit.")
+    for key in ("path", "syslog_socket"):
+        value = checked.get(key)
+        if value is not None and (not value or "\x00" in value
+                                  or not os.path.isabs(os.path.expanduser(value))):
+            raise ConfigError("expected an absolute path (or one starting with ~/)",
+                              source=source, key=f"audit.{key}")
+    if checked.get("max_bytes", 1024) < 1024:
+        raise ConfigError("expected a size in bytes, at least 1024", source=source,
+                          key="audit.max_bytes")
+    if not 1 <= checked.get("keep", 1) <= 100:
+        raise ConfigError("expected a number of files from 1 to 100", source=source,
+                          key="audit.keep")
+
+
 def _type_name(value: Any) -> str:
     return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
             list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
@@ -133,6 +159,8 @@ def load(selection: _lean.Selection, env: Mapping[str, str]) -> Settings:
         source = path
     label = source or "defaults"
     top = check_table(raw, TOP_LEVEL, source=label, prefix="")
+    check_table(top.get("plugins", {}), PLUGINS_KEYS, source=label, prefix="plugins.")
+    check_audit(top.get("audit", {}), source=label)
 
     backends: dict[str, BackendSpec] = {}
     for name, table in top.get("backends", {}).items():
@@ -169,5 +197,7 @@ def load(selection: _lean.Selection, env: Mapping[str, str]) -> Settings:
     if not names:
         raise ConfigError("the chain is empty", source=label, key=where)
     settings = Settings((), source, profile, backends, values, raw)
-    chain = tuple(settings.spec(name, where) for name in names)
+    # A name not defined in the file is reported where it was written: the file and key.
+    written = where if where == "--backend" else f"{label}: {where}"
+    chain = tuple(settings.spec(name, written) for name in names)
     return Settings(chain, source, profile, backends, values, raw)

@@ -8,13 +8,14 @@ exception means "mine, but it broke". Every backend's reason is kept for the rep
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from keyhelper import _lean, config, redact
+from keyhelper import _caller, _lean, audit, config, redact
 from keyhelper.backend import Backend, Context, Token, wall_clock
 from keyhelper.cache import CacheUnusable, FileCache, Store
 from keyhelper.errors import (
@@ -26,6 +27,7 @@ from keyhelper.errors import (
     NoKeyError,
     Skip,
 )
+from keyhelper.failures import BackedOff, FailureLog
 from keyhelper.registry import Registry, allowlist
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,10 @@ DEFAULT_TTL = 300.0
 # new JWT ~30 s before `exp`, and that call must get a fresh one.
 EXPIRY_MARGIN = 60.0
 MAX_NESTING = 4
+BACKSTOP_GRACE = 0.25
+# A key fetched because the previous one was refused, and refused in turn, is fetched anew
+# at most this often (Claude Code retries up to 10 times, ~1 to 37 s apart).
+REFETCH_INTERVAL = 5.0
 
 
 @dataclass(frozen=True)
@@ -52,19 +58,12 @@ class Result:
 
     token: Token
     backend: str
-    source: str  # "hit" (cache), "fetched" (stored in the cache), "uncached", "stale"
+    # "hit" (cache), "fetched" (stored in the cache), "uncached", "stale" (served after every
+    # backend failed), "rotated" (fetched anew: the caller's key was refused), "refresh"
+    source: str
     attempts: list[Attempt] = field(default_factory=list)
     entry: _lean.Entry | None = None
     cache_location: str | None = None
-
-
-def claude_ttl(env: Mapping[str, str]) -> float | None:
-    """CLAUDE_CODE_API_KEY_HELPER_TTL_MS in seconds; a non-numeric value is ignored, as
-    Claude Code ignores it."""
-    raw = env.get("CLAUDE_CODE_API_KEY_HELPER_TTL_MS", "").strip()
-    if raw.isdigit() and int(raw) > 0:
-        return int(raw) / 1000
-    return None
 
 
 class Broker:
@@ -186,6 +185,10 @@ class Broker:
         if self.cache is None:
             log.warning("%s; going on without a cache", self.cache_problem)
             return None
+        if self.settings.setting("cache") == "keyring":
+            from keyhelper.keyring_store import KeyringStore  # no secret on disk; locks stay files
+
+            return KeyringStore.open(self.context)
         return self.cache
 
     def env_names(self, links: Sequence[Link]) -> list[str]:
@@ -198,7 +201,7 @@ class Broker:
     def make_entry(self, token: Token, backend: str,
                    env_names: Sequence[str]) -> _lean.Entry | None:
         now = self.now()
-        ttl = self.settings.setting("ttl") or claude_ttl(self.env) or DEFAULT_TTL
+        ttl = self.settings.setting("ttl") or _lean.claude_ttl(self.env) or DEFAULT_TTL
         expires = now + float(ttl)
         if token.expires_at is not None:
             expires = min(expires, token.expires_at - EXPIRY_MARGIN)
@@ -206,9 +209,22 @@ class Broker:
             return None  # too close to its own expiry to be worth keeping
         refresh = expires - (expires - now) * float(self.settings.setting("refresh_ahead"))
         return _lean.Entry(token.value, backend, now, expires, refresh, token.expires_at,
-                           env_names, _lean.env_digest(env_names, self.env))
+                           env_names, _lean.env_digest(env_names, self.env), self.entry_extra())
+
+    def entry_extra(self) -> dict[str, str]:
+        """Settings the hit path must know without reading the configuration."""
+        extra = {}
+        if not self.settings.setting("rotation_detection"):
+            extra["rotation"] = "off"
+        extra.update(audit.entry_extra(self.settings.raw))
+        return extra
 
     def resolve(self) -> Result:
+        result = self._resolve()
+        audit.record(self.settings.raw, self.settings.profile, result, self.env)
+        return result
+
+    def _resolve(self) -> Result:
         links = self.build_chain()
         cacheable = {link.spec.name for link in links if link.backend and link.backend.cacheable}
         store = self.cache_store() if cacheable else None
@@ -216,29 +232,119 @@ class Broker:
             token, name, attempts = self.run_chain(links)
             return Result(token, name, "uncached", attempts)
         env_names = self.env_names(links)
+        caller = self.caller()
+        seen = self.served(caller)
         entry = store.read(self.key)
-        if self.fresh(entry, env_names):
+        if self.fresh(entry, env_names) and not self.rejected(entry, seen):
             assert entry is not None
-            return self.hit(entry, store)
+            return self.serve(entry, store, caller, "hit")
         with self.cache.lock(self.key, self.deadline):
             entry = store.read(self.key)  # another process may have fetched while we waited
+            source = "fetched"
             if self.fresh(entry, env_names):
                 assert entry is not None
-                return self.hit(entry, store)
+                if not self.rejected(entry, seen):
+                    return self.serve(entry, store, caller, "hit")
+                if entry.extra.get("rotated") and self.now() - entry.stored < REFETCH_INTERVAL:
+                    # The key fetched after the last refusal is refused too: the backend
+                    # has not caught up. Keep a retry storm to one fetch per interval.
+                    log.info("the refetched key was refused as well; not refetching yet")
+                    return self.serve(entry, store, caller, "hit")
+                log.info("the calling Claude Code process asks again within its TTL: its key "
+                         "was refused; fetching anew")
+                source = "rotated"
+            return self.fetch_and_store(links, store, entry, env_names, caller, source)
+
+    def refresh(self, expected_stored: float, *, lock_held: bool) -> Result | None:
+        """Background refresh ahead of expiry; does nothing if someone refreshed already."""
+        links = self.build_chain()
+        store = self.cache_store()
+        if store is None or self.cache is None:
+            return None
+        lock = contextlib.nullcontext() if lock_held else self.cache.lock(self.key, self.deadline)
+        with lock:
+            entry = store.read(self.key)
+            if entry is None or entry.stored != expected_stored:
+                return None
+            return self.fetch_and_store(links, store, entry, self.env_names(links), None,
+                                        "refresh")
+
+    def fetch_and_store(self, links: Sequence[Link], store: Store, old: _lean.Entry | None,
+                        env_names: Sequence[str], caller: str | None, source: str) -> Result:
+        """Run the chain and cache its key; on failure, maybe serve the old key (stale)."""
+        assert self.cache is not None
+        failures = FailureLog(self.cache.directory, self.key)
+        now = self.now()
+        try:
+            remembered = failures.read()
+            if remembered is not None and now < remembered.retry_at:
+                raise BackedOff(remembered, now)
             token, name, attempts = self.run_chain(links)
-            source = "uncached"
-            new_entry = None
-            if name in cacheable:
-                new_entry = self.make_entry(token, name, env_names)
-                if new_entry is not None:
-                    store.write(self.key, new_entry)
-                    source = "fetched"
+        except NoKeyError as exc:
+            if not isinstance(exc, BackedOff) and any(a.outcome == "failed"
+                                                      for a in exc.attempts):
+                failures.record(exc.describe(), now)
+            stale = self.stale(old, env_names)
+            if stale is None:
+                raise
+            failures.count_stale(now)
+            age = now - stale.expires
+            log.warning("every backend failed; serving the cached key %s (%s)",
+                        redact.fingerprint(stale.key),
+                        f"{age:.0f} s past its cache life" if age > 0 else "still fresh")
+            return self.serve(stale, store, caller, "stale")
+        failures.clear()
+        new_entry = None
+        if any(link.spec.name == name and link.backend and link.backend.cacheable
+               for link in links):
+            new_entry = self.make_entry(token, name, env_names)
+        if new_entry is not None and source == "rotated":
+            new_entry.extra["rotated"] = "1"
+        if new_entry is None:
+            return Result(token, name, "uncached", attempts)
+        store.write(self.key, new_entry)
+        self.mark_served(caller, new_entry)
         return Result(token, name, source, attempts, new_entry, store.describe(self.key))
 
-    def hit(self, entry: _lean.Entry, store: Store) -> Result:
+    def stale(self, entry: _lean.Entry | None, env_names: Sequence[str]) -> _lean.Entry | None:
+        """The old entry if it may still be served when every backend fails: same
+        environment, within the grace period, and never past the key's own expiry."""
+        if entry is None or list(entry.env_names) != list(env_names):
+            return None
+        if not entry.matches_env(self.env):
+            return None
+        now = self.now()
+        if entry.token_expires is not None and now >= entry.token_expires:
+            return None
+        if now >= entry.expires + float(self.settings.setting("stale_grace")):
+            return None
+        return entry
+
+    # --- Claude Code rotation detection ---------------------------------------------------
+
+    def caller(self) -> str | None:
+        if not self.settings.setting("rotation_detection"):
+            return None
+        return _caller.caller_id(self.env)
+
+    def served(self, caller: str | None) -> tuple[float, float] | None:
+        if caller is None or self.cache is None:
+            return None
+        return _lean.read_marker(_lean.marker_path(self.cache.directory, self.key, caller))
+
+    def rejected(self, entry: _lean.Entry | None, seen: tuple[float, float] | None) -> bool:
+        return entry is not None and _lean.rejected(entry, seen, self.env, self.now())
+
+    def mark_served(self, caller: str | None, entry: _lean.Entry) -> None:
+        if caller is not None and self.cache is not None:
+            path = _lean.marker_path(self.cache.directory, self.key, caller)
+            _lean.write_marker(path, entry.stored, self.now())
+
+    def serve(self, entry: _lean.Entry, store: Store, caller: str | None, source: str) -> Result:
+        self.mark_served(caller, entry)
         redact.remember(entry.key)
         token = Token(entry.key, entry.token_expires)
-        return Result(token, entry.backend, "hit", [], entry, store.describe(self.key))
+        return Result(token, entry.backend, source, [], entry, store.describe(self.key))
 
 
 def resolve(selection: _lean.Selection, env: Mapping[str, str], **kwargs: object) -> Result:
@@ -266,9 +372,11 @@ def _call_with_deadline(fn: Callable[[], Token], seconds: float) -> Token:
 
     thread = threading.Thread(target=target, name="keyhelper-backend", daemon=True)
     thread.start()
-    thread.join(seconds)
+    # A little grace, so that a backend honouring context.timeout() reports its own
+    # precise error (and reaps its child processes) before the backstop fires.
+    thread.join(seconds + BACKSTOP_GRACE)
     if thread.is_alive():
-        raise DeadlineExceeded(f"no answer within the run's deadline ({seconds:.1f} s left)")
+        raise DeadlineExceeded(f"no answer within the run's deadline ({seconds:.1f} s)")
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     return outcome.get("token")  # type: ignore[return-value]

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from keyhelper import _lean
 from keyhelper.core import Broker
 from keyhelper.errors import EXIT_NO_KEY, EXIT_OK, BackendError, ConfigError, Skip
+from keyhelper.failures import FailureLog
 from keyhelper.registry import Registry, allowlist
 
 Echo = Callable[[str], None]
@@ -60,7 +61,25 @@ def doctor(selection: _lean.Selection, env: Mapping[str, str], echo: Echo) -> in
             left = entry.expires - time.time()
             state = f"{left:.0f} s left" if left > 0 else f"expired {-left:.0f} s ago"
             echo(f"cache entry state: {entry.backend} {fingerprint(entry.key)}, {state}")
+        report_failures(FailureLog(broker.cache.directory, broker.key), echo)
+    from keyhelper import audit
+
+    for line in audit.describe(settings.raw):
+        echo(line)
     return EXIT_OK if winner else EXIT_NO_KEY
+
+
+def report_failures(failures: FailureLog, echo: Echo) -> None:
+    """The shared failure record and how often a stale key had to be served."""
+    now = time.time()
+    failure = failures.read()
+    if failure is not None:
+        first_line = failure.message.splitlines()[0] if failure.message else "failed"
+        echo(f"last failure: {now - failure.failed_at:.0f} s ago ({failure.count} in a row), "
+             f"next try in {max(0.0, failure.retry_at - now):.0f} s: {first_line}")
+    count, last = failures.stale_count()
+    when = "" if last is None else f", last {now - last:.0f} s ago"
+    echo(f"stale keys served: {count}{when}")
 
 
 def list_backends(env: Mapping[str, str], echo: Echo) -> int:
@@ -68,10 +87,12 @@ def list_backends(env: Mapping[str, str], echo: Echo) -> int:
     from keyhelper import config
 
     try:
-        plugins = config.load(_lean.Selection(), env).raw.get("plugins")
-    except ConfigError:
-        plugins = None
-    registry = Registry(allow=allowlist(plugins, env))
+        allow = allowlist(config.load(_lean.Selection(), env).raw.get("plugins"), env)
+    except ConfigError as exc:
+        # Fail closed: an unreadable config may hold an allowlist; import no plugin.
+        echo(f"{exc.describe()}; third-party plugins not loaded")
+        allow = []
+    registry = Registry(allow=allow)
     for name in registry.names():
         info = registry.info(name)
         origin = f"{info.distribution} {info.version}"

@@ -1,0 +1,74 @@
+"""Refresh ahead: a hit in the last part of an entry's life is served at once, and a detached
+process fetches the next key.
+
+The hit takes the entry's lock without waiting (so a burst of hits starts one refresh) and
+hands the locked descriptor to the child as fd 3; the kernel keeps the flock while the child
+holds it, and the child's exit releases it, whatever happens. The child inherits neither
+stdout nor stderr (Claude Code waits for those to close) and leaves the session (setsid).
+
+``os.posix_spawn`` keeps ``subprocess`` off the hit path. Where it is missing (Windows),
+there is no background refresh: the entry ends and the next call fetches in the foreground.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+LOCK_FD = 3
+
+
+def spawn_refresh(directory: str, key: str, stored: float, argv: Sequence[str]) -> bool:
+    """Start a background refresh unless one is under way. Never raises; True if started."""
+    if not hasattr(os, "posix_spawn"):
+        return False
+    try:
+        import fcntl
+
+        fd = os.open(os.path.join(directory, key + ".lock"),
+                     os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except (ImportError, OSError):
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # another process is fetching already
+        devnull = os.devnull
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 2, devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_DUP2, fd, LOCK_FD),
+        ]
+        args = [sys.executable, "-m", "keyhelper._background", repr(stored), "--", *argv]
+        os.posix_spawn(sys.executable, args, os.environ, file_actions=actions, setsid=True)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # the child's copy keeps the lock
+
+
+def main(args: Sequence[str]) -> int:
+    """The child: refresh the entry unless someone already did, then exit (lock released)."""
+    from keyhelper import _lean
+    from keyhelper.core import Broker
+
+    stored, separator, *argv = args
+    selection = _lean.parse_get_args(argv) if separator == "--" else None
+    if selection is None:
+        return 2
+    try:
+        Broker(selection, os.environ).refresh(float(stored), lock_held=True)
+    except Exception:  # nobody is listening: the next call reports errors in the foreground
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
