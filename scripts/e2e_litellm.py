@@ -1,0 +1,152 @@
+"""Claude Code -> LiteLLM proxy, with the proxy's key served by keyhelper from OpenBao.
+
+Run through scripts/e2e-litellm. Prints the figures: whether the key reached the gateway,
+Vault reads for several concurrent sessions, and what a rotation does through LiteLLM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fixtures_openbao import OpenBao, free_port, start_openbao  # noqa: E402
+
+LITELLM = ROOT / ".deps" / "litellm-venv" / "bin" / "litellm"
+CLAUDE = ROOT / ".deps" / "claude" / "node_modules" / ".bin" / "claude"
+KEYHELPER = Path(sys.executable).parent / "keyhelper"
+
+CONFIG = """\
+model_list:
+  - model_name: "*"
+    litellm_params:
+      model: "anthropic/claude-mock"
+      api_key: "not-used"
+      mock_response: "hi from litellm"
+general_settings:
+  master_key: os.environ/LITELLM_MASTER_KEY
+"""
+
+
+@contextmanager
+def litellm(work: Path, master_key: str) -> Iterator[str]:
+    port = free_port()
+    (work / "litellm.yaml").write_text(CONFIG)
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_MASTER_KEY": master_key}
+    log = (work / "litellm.log").open("ab")
+    proc = subprocess.Popen([str(LITELLM), "--config", str(work / "litellm.yaml"), "--host",
+                             "127.0.0.1", "--port", str(port)], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        give_up = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health/liveliness", timeout=1):  # noqa: S310
+                    break
+            except (urllib.error.URLError, OSError):
+                if proc.poll() is not None or time.monotonic() > give_up:
+                    raise RuntimeError("LiteLLM did not start; see " + str(work)) from None
+                time.sleep(0.2)  # polling a server that takes ~8 s to start
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+def vault_reads(audit_log: Path, path: str) -> int:
+    if not audit_log.exists():
+        return 0
+    return sum(1 for line in audit_log.read_text().splitlines()
+               if (r := json.loads(line)).get("type") == "response"
+               and r.get("request", {}).get("path") == f"secret/data/{path}"
+               and r.get("request", {}).get("operation") == "read")
+
+
+def claude_env(home: Path, url: str, cache: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ANTHROPIC_", "CLAUDE_CODE_", "AI_AGENT"))}
+    env.update(HOME=str(home), ANTHROPIC_BASE_URL=url, KEYHELPER_CACHE_DIR=str(cache),
+               CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", DISABLE_TELEMETRY="1",
+               DISABLE_ERROR_REPORTING="1", DISABLE_AUTOUPDATER="1")
+    return env
+
+
+def claude_p(env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([str(CLAUDE), "-p", "say hi"], env=env, cwd=cwd, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def setup_home(work: Path, server: OpenBao, path: str) -> Path:
+    token_file = work / "vault-token"
+    token_file.write_text(server.root_token)
+    token_file.chmod(0o600)
+    config = work / "keyhelper.toml"
+    config.write_text(f'chain = ["vault"]\n[backends.vault]\naddr = "{server.addr}"\n'
+                      f'path = "secret/{path}"\ntoken_file = "{token_file}"\n')
+    home = work / "home"
+    (home / ".claude").mkdir(parents=True)
+    (home / ".claude" / "settings.json").write_text(
+        json.dumps({"apiKeyHelper": f"{KEYHELPER} --config {config}"}))
+    return home
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="keyhelper-litellm-") as tmp:
+        work = Path(tmp)
+        audit = work / "audit.log"
+        with start_openbao(audit_log=str(audit)) as server:
+            path = "llm/claude-code"
+            server.kv_put(path, {"api_key": "sk-litellm-master-one"})
+            home = setup_home(work, server, path)
+            cache = work / "cache"
+            with litellm(work, "sk-litellm-master-one") as url:
+                env = claude_env(home, url, cache)
+                started = time.monotonic()
+                out, err = claude_p(env, work).communicate(timeout=120)
+                print(f"one session: {out.strip()!r} in {time.monotonic() - started:.1f} s"
+                      f"{'; stderr: ' + err.strip() if err.strip() else ''}")
+                procs = [claude_p(env, work) for _ in range(3)]
+                outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+                print(f"3 more concurrent sessions: {outs}; Vault reads in all: "
+                      f"{vault_reads(audit, path)}")
+            # Rotation: the key changes in Vault and LiteLLM restarts with it.
+            server.kv_put(path, {"api_key": "sk-litellm-master-two"})
+            with litellm(work, "sk-litellm-master-two") as url:
+                env = claude_env(home, url, cache)
+                old = urllib.request.Request(f"{url}/v1/messages", method="POST",
+                                             data=b'{"model":"m","max_tokens":5,"messages":[]}',
+                                             headers={"x-api-key": "sk-litellm-master-one",
+                                                      "content-type": "application/json"})
+                try:
+                    urllib.request.urlopen(old, timeout=10)  # noqa: S310
+                    status = 200
+                except urllib.error.HTTPError as exc:
+                    status = exc.code
+                print(f"LiteLLM's answer to the old key after rotation: HTTP {status} "
+                      "(Claude Code re-runs its helper on 401/403 only)")
+                out, _ = claude_p(env, work).communicate(timeout=120)
+                print(f"a new session before the cache entry ends: {out.strip()[:80]!r}")
+                subprocess.run([str(KEYHELPER), "cache", "clear", "--all"], env=env, check=True,
+                               capture_output=True)
+                out, _ = claude_p(env, work).communicate(timeout=120)
+                print(f"after `keyhelper cache clear`: {out.strip()!r}; Vault reads in all: "
+                      f"{vault_reads(audit, path)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
