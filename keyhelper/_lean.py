@@ -201,13 +201,21 @@ def parse_entry(data: bytes) -> Entry | None:
         key = fields["key"]
         if not key or any(not "!" <= ch <= "~" for ch in key):
             return None
-        token_expires = None if fields["token_expires"] == "-" else float(fields["token_expires"])
+        token_expires = None if fields["token_expires"] == "-" else _finite(fields["token_expires"])
         names = [n for n in fields["env_names"].split(",") if n]
         extra = {k[2:]: v for k, v in fields.items() if k.startswith("x-")}
-        return Entry(key, fields["backend"], float(fields["stored"]), float(fields["expires"]),
-                     float(fields["refresh"]), token_expires, names, fields["envsum"], extra)
+        return Entry(key, fields["backend"], _finite(fields["stored"]), _finite(fields["expires"]),
+                     _finite(fields["refresh"]), token_expires, names, fields["envsum"], extra)
     except (UnicodeDecodeError, KeyError, ValueError, IndexError):
         return None
+
+
+def _finite(text: str) -> float:
+    """A time from an entry; inf or nan would make an entry fresh forever."""
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(text)
+    return value
 
 
 def safe_dir(path: str) -> str | None:
@@ -231,10 +239,15 @@ def _is_dir(mode: int) -> bool:
     return (mode & 0o170000) == 0o040000
 
 
-def read_file_private(path: str) -> bytes | None:
-    """Read a private file: no symlink, regular, ours, 0600 at most. None when not."""
+def read_file_private(path: str, dir_fd: int | None = None) -> bytes | None:
+    """Read a private file: no symlink, regular, ours, 0600 at most. None when not.
+
+    The checks are made with fstat on the descriptor that is read, so nothing can be
+    swapped between check and use; with ``dir_fd`` the name is looked up in that directory.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0),
+                     dir_fd=dir_fd)
     except OSError:
         return None
     try:
@@ -252,8 +265,39 @@ def entry_path(directory: str, key: str) -> str:
     return os.path.join(directory, key + ".entry")
 
 
+def open_private_dir(path: str) -> int | None:
+    """A descriptor on ``path`` if it is a real directory (not a symlink), ours and 0700.
+
+    Entries are then opened relative to it, so the directory checked is the one read from
+    (no window to swap it for a symlink between the check and the open). None when unsafe,
+    or where the OS cannot open directories (Windows: then ``safe_dir`` alone guards).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if not _is_dir(st.st_mode) or (_POSIX and (st.st_uid != os.getuid() or st.st_mode & 0o077)):
+        os.close(fd)
+        return None
+    return fd
+
+
+_DIR_FD = os.open in getattr(os, "supports_dir_fd", set())
+
+
 def read_entry(directory: str, key: str) -> Entry | None:
-    data = read_file_private(entry_path(directory, key))
+    if not _DIR_FD:
+        data = read_file_private(entry_path(directory, key))
+        return None if data is None else parse_entry(data)
+    dir_fd = open_private_dir(directory)
+    if dir_fd is None:
+        return None
+    try:
+        data = read_file_private(key + ".entry", dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
     return None if data is None else parse_entry(data)
 
 
@@ -343,4 +387,8 @@ def try_hit(selection: Selection, env: Mapping[str, str],
         _background.spawn_refresh(directory, key, entry.stored, argv)
     if marker is not None:
         write_marker(marker, entry.stored, now)
+    if "audit" in entry.extra or "audit_syslog" in entry.extra:
+        from keyhelper import _audit_lean
+
+        _audit_lean.append_hit(entry, selection, env)
     return entry.key

@@ -28,10 +28,15 @@ def setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter(
         "keyhelper: %(levelname)s %(name)s: %(message)s" if verbose else "keyhelper: %(message)s"))
-    root = logging.getLogger("keyhelper")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    root.propagate = False
+    # A plugin's own logger has no handler: Python would print its warnings unredacted
+    # through logging.lastResort. Make that fallback this redacting handler.
+    logging.lastResort = handler
+    # The built-in plugins log as keyhelper_plugins.*: same handler, prefix and redaction.
+    for root_name in ("keyhelper", "keyhelper_plugins"):
+        root = logging.getLogger(root_name)
+        root.handlers[:] = [handler]
+        root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+        root.propagate = False
     if verbose:
         for name in ("keyhelper_plugins", "hvac", "urllib3", "keyring"):
             other = logging.getLogger(name)

@@ -54,7 +54,9 @@ class Option:
                  list: "a list", dict: "a table"}
         text = " or ".join(names.get(t, t.__name__) for t in types)
         if self.item_type is not None:
-            text += f" of {names.get(self.item_type, self.item_type.__name__)}s"
+            plurals = {str: "strings", int: "integers", float: "numbers", bool: "booleans",
+                       list: "lists", dict: "tables"}
+            text += f" of {plurals.get(self.item_type, self.item_type.__name__)}"
         return text
 
 
@@ -63,7 +65,7 @@ class Context:
     """What a backend may use besides its options: time, environment, other backends."""
 
     profile: str | None
-    env: Mapping[str, str]
+    env: Mapping[str, str] = field(repr=False)  # may hold a key ($KEYHELPER_API_KEY)
     deadline: float  # time.monotonic() value by which the whole run must end
     state_dir: str  # private 0700 directory for backend state (e.g. a Vault login token)
     # Resolves another configured backend by name (e.g. a signing key kept in Vault).

@@ -81,7 +81,12 @@ class FileCache:
         return _lean.read_entry(self.directory, key)
 
     def write(self, key: str, entry: _lean.Entry) -> None:
-        write_private(self.path(key), entry.serialize())
+        # The cache never makes a run fail: a key that cannot be stored is still printed.
+        try:
+            write_private(self.path(key), entry.serialize())
+        except OSError as exc:
+            log.warning("cache entry %s not written (%s); going on without it",
+                        self.path(key), exc.strerror or type(exc).__name__)
 
     def delete(self, key: str) -> bool:
         """Remove an entry and what is remembered about it (failures, served markers)."""
@@ -123,7 +128,13 @@ class FileCache:
     def lock(self, key: str, deadline: float) -> Iterator[None]:
         """Single flight: one process per entry fetches; the others wait here, then re-read."""
         path = os.path.join(self.directory, key + _LOCK_SUFFIX)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o600)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o600)
+        except OSError as exc:  # a symlink or a directory in its place: fetch unlocked
+            log.warning("cache lock %s not usable (%s); going on without it", path,
+                        exc.strerror or type(exc).__name__)
+            yield
+            return
         try:
             _platform.lock(fd, deadline)
             try:

@@ -63,6 +63,10 @@ def main(ctx: click.Context, backends: tuple[str, ...], profile: str | None, con
     """
     if ctx.invoked_subcommand is None:
         sys.exit(run_get(make_selection(backends, profile, config, no_cache, verbose)))
+    if backends or profile or config or no_cache or verbose:
+        # Silently ignoring them would run the subcommand on another chain than asked.
+        raise click.UsageError(f"selection options go after the command: keyhelper "
+                               f"{ctx.invoked_subcommand} --config ... / --backend ...")
 
 
 @main.command()
@@ -132,8 +136,8 @@ def set_command(backends: tuple[str, ...], profile: str | None, config: str | No
 
     def action() -> int:
         if argv_key:  # refused without echoing it: argv shows in ps and shell history
-            raise UsageError("keyhelper set takes no key argument (it would show in ps and "
-                             "shell history): pipe it on stdin, or type it at the prompt")
+            raise UsageError("set takes no key argument (ps and shell history would show "
+                             "it): pipe it on stdin, or type it at the prompt")
         return set_key(selection, os.environ, read_new_key, lambda m: click.echo(m, err=True))
 
     selection = make_selection(backends, profile, config, no_cache, verbose)
@@ -153,10 +157,18 @@ def delete_command(backends: tuple[str, ...], profile: str | None, config: str |
 
 def read_new_key() -> str:
     """A hidden, confirmed prompt on a terminal; else stdin (a pipe). Never argv."""
+    from keyhelper.errors import UsageError
+
     if sys.stdin.isatty():
-        return str(click.prompt("API key", hide_input=True, confirmation_prompt=True,
-                                err=True)).strip()
-    return sys.stdin.read(65537).strip()
+        try:
+            return str(click.prompt("API key", hide_input=True, confirmation_prompt=True,
+                                    err=True)).strip()
+        except click.Abort:  # Ctrl-C or Ctrl-D at the prompt
+            raise KeyboardInterrupt from None
+    text = sys.stdin.read(_lean.MAX_ENTRY_BYTES + 1)
+    if len(text) > _lean.MAX_ENTRY_BYTES:
+        raise UsageError("the key on stdin is longer than 64 KiB; nothing stored")
+    return text.strip()
 
 
 @main.group()

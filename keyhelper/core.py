@@ -377,6 +377,9 @@ def _call_with_deadline(fn: Callable[[], Token], seconds: float) -> Token:
     thread.join(seconds + BACKSTOP_GRACE)
     if thread.is_alive():
         raise DeadlineExceeded(f"no answer within the run's deadline ({seconds:.1f} s)")
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
+    error = outcome.get("error")
+    if isinstance(error, SystemExit):  # a plugin calling sys.exit must not end the run
+        raise BackendError(f"called sys.exit({error.code!r})")
+    if error is not None:
+        raise error  # type: ignore[misc]
     return outcome.get("token")  # type: ignore[return-value]

@@ -43,9 +43,18 @@ class ConfigError(KeyhelperError):
         super().__init__(self.describe())
 
     def describe(self, verbose: bool = False) -> str:
-        where = ": ".join(part for part in (self.source, self.key) if part)
-        return f"config error: {where}: {self.message}" if where else (
-            f"config error: {self.message}")
+        # Keys come from the file: a line break or escape sequence in one must not reach
+        # the terminal or split the one-line message.
+        where = ": ".join(_printable(part) for part in (self.source, self.key) if part)
+        message = _printable(self.message)
+        return f"config error: {where}: {message}" if where else f"config error: {message}"
+
+
+def _printable(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
 
 
 class BackendError(KeyhelperError):

@@ -43,8 +43,13 @@ class Registry:
         self._allow = None if allow is None else {_norm(d) for d in allow}
         self._entry_points: dict[str, metadata.EntryPoint] = {}
         for ep in metadata.entry_points(group=GROUP) if entry_points is None else entry_points:
-            # The first distribution to claim a name keeps it; later claims are ignored.
-            self._entry_points.setdefault(ep.name, ep)
+            # keyhelper's own backends keep their names: a plugin claiming "env" earlier on
+            # sys.path must not take its place. Otherwise the first claim wins.
+            if ep.name not in self._entry_points or (
+                    _norm(_distribution(ep)[0]) == BUILTIN_DISTRIBUTION
+                    and _norm(_distribution(self._entry_points[ep.name])[0])
+                    != BUILTIN_DISTRIBUTION):
+                self._entry_points[ep.name] = ep
         self._loaded: dict[str, type[Backend]] = {}
 
     def names(self) -> list[str]:
@@ -73,7 +78,7 @@ class Registry:
                               "plugin allowlist; not loaded")
         try:
             cls: Any = self._entry_points[name].load()
-        except Exception as exc:  # a broken plugin must not break the tool
+        except (Exception, SystemExit) as exc:  # a broken plugin must not break the tool
             log.debug("loading backend plugin %s failed", name, exc_info=True)
             raise Unavailable(f"plugin {info.target} failed to load: "
                               f"{type(exc).__name__}: {exc}") from None
@@ -84,13 +89,21 @@ class Registry:
 
 
 def allowlist(config_plugins: Mapping[str, Any] | None, env: Mapping[str, str]) -> list[str] | None:
-    """The plugin allowlist from $KEYHELPER_PLUGINS_ALLOW (comma-separated) or the config's
-    ``[plugins] allow``; None when neither is set (every plugin may load)."""
+    """The plugin allowlist: the config's ``[plugins] allow`` and $KEYHELPER_PLUGINS_ALLOW
+    (comma-separated); None when neither is set (every plugin may load).
+
+    When both are set, a distribution must be on both: the environment (which a project's
+    .claude/settings.json can set) may narrow the config's list, never widen it.
+    """
+    from_env = None
     if env.get(ALLOW_ENV) is not None:
-        return [d.strip() for d in env[ALLOW_ENV].split(",") if d.strip()]
+        from_env = [d.strip() for d in env[ALLOW_ENV].split(",") if d.strip()]
     if config_plugins and "allow" in config_plugins:
-        return list(config_plugins["allow"])
-    return None
+        from_config = list(config_plugins["allow"])
+        if from_env is None:
+            return from_config
+        return [d for d in from_config if _norm(d) in {_norm(e) for e in from_env}]
+    return from_env
 
 
 def _distribution(ep: metadata.EntryPoint) -> tuple[str, str]:

@@ -25,10 +25,11 @@ class FileBackend(Backend):
             raise Skip(f"{path} does not exist") from None
         except OSError as exc:
             raise BackendError(f"cannot open {path} ({exc.strerror})") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # before fdopen, which raises on a directory
+            os.close(fd)
+            raise BackendError(f"{path} is not a regular file")
         with os.fdopen(fd, "rb") as handle:
-            st = os.fstat(handle.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise BackendError(f"{path} is not a regular file")
             if os.name == "posix" and st.st_mode & 0o077:
                 raise BackendError(f"{path} is readable by group or others (mode "
                                    f"{st.st_mode & 0o777:o}); run: chmod 600 {path}")

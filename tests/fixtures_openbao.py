@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -20,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,7 @@ class OpenBao:
     root_token: str = ROOT_TOKEN
     home: str = ""
     log_path: str = ""
+    ca_cert: str | None = None  # the CA bundle of a -dev-tls server
     _client: Any = field(default=None, repr=False)
 
     @property
@@ -62,26 +64,32 @@ class OpenBao:
         if self._client is None:
             import hvac
 
-            self._client = hvac.Client(url=self.addr, token=self.root_token, timeout=10)
+            self._client = hvac.Client(url=self.addr, token=self.root_token, timeout=10,
+                                       verify=self.ca_cert or True)
         return self._client
 
     def api(self, method: str, path: str, body: Mapping[str, Any] | None = None,
-            token: str | None = None) -> dict[str, Any]:
+            token: str | None = None, namespace: str | None = None) -> dict[str, Any]:
         """One raw API call (``path`` without ``/v1/``) with the root token by default."""
         data = None if body is None else json.dumps(body).encode()
+        headers = {"X-Vault-Token": token or self.root_token}
+        if namespace:
+            headers["X-Vault-Namespace"] = namespace
         request = urllib.request.Request(f"{self.addr}/v1/{path}", data=data, method=method,
-                                         headers={"X-Vault-Token": token or self.root_token})
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                                         headers=headers)
+        with urllib.request.urlopen(request, timeout=10,
+                                    context=_ssl_context(self.ca_cert)) as response:
             raw = response.read()
         return json.loads(raw) if raw else {}
 
     def kv_put(self, path: str, data: Mapping[str, Any], *, mount: str = "secret",
-               kv_version: int = 2) -> int | None:
+               kv_version: int = 2, namespace: str | None = None) -> int | None:
         """Write a secret; returns the new KV v2 version (None for KV v1)."""
         if kv_version == 2:
-            reply = self.api("POST", f"{mount}/data/{path}", {"data": dict(data)})
+            reply = self.api("POST", f"{mount}/data/{path}", {"data": dict(data)},
+                             namespace=namespace)
             return int(reply["data"]["version"])
-        self.api("POST", f"{mount}/{path}", dict(data))
+        self.api("POST", f"{mount}/{path}", dict(data), namespace=namespace)
         return None
 
     def unique(self, prefix: str = "t") -> str:
@@ -110,27 +118,39 @@ class OpenBao:
         return len(reply["data"]["keys"])
 
 
-def _healthy(addr: str) -> bool:
+def _ssl_context(ca_cert: str | None) -> ssl.SSLContext | None:
+    return ssl.create_default_context(cafile=ca_cert) if ca_cert else None
+
+
+def _healthy(addr: str, ca_cert: str | None = None) -> bool:
+    if ca_cert is not None and not os.path.exists(ca_cert):
+        return False  # -dev-tls writes its CA when it starts
     try:
-        with urllib.request.urlopen(f"{addr}/v1/sys/health", timeout=1) as response:  # noqa: S310
+        with urllib.request.urlopen(f"{addr}/v1/sys/health", timeout=1,
+                                    context=_ssl_context(ca_cert)) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
 
 
 @contextlib.contextmanager
-def start_openbao(port: int | None = None, audit_log: str | None = None) -> Iterator[OpenBao]:
+def start_openbao(port: int | None = None, audit_log: str | None = None,
+                  extra_args: Sequence[str] = (), tls: bool = False) -> Iterator[OpenBao]:
     """Start ``bao server -dev`` on 127.0.0.1, wait until it answers, stop it on exit.
 
     ``audit_log``: a file audit device writing there (OpenBao only allows audit devices
     declared in the server's config, so this is the way to count requests for real).
     """
     port = port or free_port()
-    addr = f"http://127.0.0.1:{port}"
+    addr = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="openbao-") as home:
+        ca_cert = os.path.join(home, "tls", "vault-ca.pem") if tls else None
         log_path = os.path.join(home, "server.log")
         env = {"HOME": home, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-        extra = []
+        extra = list(extra_args)  # e.g. ["-log-level=debug"]
+        if tls:  # a generated CA and server certificate, written under home/tls
+            os.mkdir(os.path.join(home, "tls"), 0o700)
+            extra += ["-dev-tls", f"-dev-tls-cert-dir={os.path.join(home, 'tls')}"]
         if audit_log is not None:
             config = os.path.join(home, "audit.hcl")
             with open(config, "w") as handle:
@@ -144,8 +164,8 @@ def start_openbao(port: int | None = None, audit_log: str | None = None) -> Iter
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 cwd=home)
         try:
-            _wait_ready(proc, addr, log_path)
-            server = OpenBao(addr, ROOT_TOKEN, home, log_path)
+            _wait_ready(proc, addr, log_path, ca_cert)
+            server = OpenBao(addr, ROOT_TOKEN, home, log_path, ca_cert)
             server.api("POST", f"sys/mounts/{KV1_MOUNT}",
                        {"type": "kv", "options": {"version": "1"}})
             yield server
@@ -158,9 +178,10 @@ def start_openbao(port: int | None = None, audit_log: str | None = None) -> Iter
                 proc.wait()
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], addr: str, log_path: str) -> None:
+def _wait_ready(proc: subprocess.Popen[bytes], addr: str, log_path: str,
+                ca_cert: str | None = None) -> None:
     give_up = time.monotonic() + READY_WITHIN
-    while not _healthy(addr):
+    while not _healthy(addr, ca_cert):
         if proc.poll() is not None or time.monotonic() > give_up:
             with open(log_path, errors="replace") as log:
                 tail = log.read()[-2000:]

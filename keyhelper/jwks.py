@@ -1,0 +1,46 @@
+"""``keyhelper jwks``: the public JWKS of the selected jwt backends' signing keys, so a
+gateway or Vault's JWT auth can be told to trust the tokens keyhelper mints."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from keyhelper import _lean
+from keyhelper.core import Broker
+from keyhelper.errors import EXIT_OK, UsageError
+
+JWT_TYPE = "jwt"
+
+
+@runtime_checkable
+class PublishesJwk(Protocol):
+    """A backend that signs with an asymmetric key and can show its public half."""
+
+    def public_jwk(self) -> dict[str, str]: ...
+
+
+def public_jwks(selection: _lean.Selection, env: Mapping[str, str]) -> dict[str, Any]:
+    """``{"keys": [...]}`` for every backend of type jwt in the selected chain."""
+    broker = Broker(selection, env)
+    specs = [spec for spec in broker.settings.chain if spec.type == JWT_TYPE]
+    if not specs:
+        chosen = ", ".join(f"{s.name} ({s.type})" for s in broker.settings.chain)
+        raise UsageError(f"keyhelper jwks: no backend of type jwt in the chain ({chosen}); "
+                         "pick one with --backend NAME")
+    keys: list[dict[str, str]] = []
+    for spec in specs:
+        backend = broker.build(spec)
+        if not isinstance(backend, PublishesJwk):
+            raise UsageError(f"keyhelper jwks: backend {spec.name!r} has no public key")
+        jwk = backend.public_jwk()
+        if jwk not in keys:
+            keys.append(jwk)
+    return {"keys": keys}
+
+
+def print_jwks(selection: _lean.Selection, env: Mapping[str, str],
+               echo: Callable[[str], None]) -> int:
+    echo(json.dumps(public_jwks(selection, env), indent=2))
+    return EXIT_OK

@@ -1,0 +1,276 @@
+"""``vault``: the key from HashiCorp Vault or OpenBao, through hvac.
+
+KV v1 and v2 are told apart by asking Vault about the mount (``sys/internal/ui/mounts``,
+as ``vault kv get`` does); the answer is remembered in the backend state directory. With
+``engine = "logical"`` any logical path is read as is (dynamic secrets engines). A lease
+duration, and a KV v1 secret's ``ttl`` key, cap how long the key is cached.
+
+Auth methods (token, approle, jwt/oidc, kubernetes, cert) live in ``vault_auth``; the
+transport (timeouts inside the run's deadline, retries, transport errors) in ``vault_http``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from keyhelper.backend import Backend, Option, Token
+from keyhelper.errors import BackendError, ConfigError, Skip, Unavailable
+
+from .vault_auth import Authenticator, Credential, check_options
+from .vault_http import Settings, VaultHttp, VaultStatus
+from .vault_kv import MountMemo, detect_mount, duration, payload, table
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("kv", "logical")
+
+
+class VaultBackend(Backend):
+    summary = "a field of a Vault / OpenBao secret (KV v1/v2 or any logical path)"
+    options: ClassVar = {
+        "path": Option(str, required=True,
+                       help='the secret, mount included, as for `vault kv get`, e.g. '
+                            '"secret/llm/claude-code"; with mount set, the path inside it'),
+        "field": Option(str, "api_key", help="the field of the secret holding the key"),
+        "engine": Option(str, "kv", help='"kv" (v1/v2 detected) or "logical" (read the '
+                                         'path as is: dynamic secrets engines)'),
+        "mount": Option(str, help="the KV mount; with kv_version, skips detection"),
+        "kv_version": Option(int, help="1 or 2; with mount, skips detection"),
+        "version": Option(int, help="pin a KV v2 version"),
+        "addr": Option(str, help="Vault address (default $VAULT_ADDR)"),
+        "namespace": Option(str, help="Vault Enterprise namespace (default $VAULT_NAMESPACE)"),
+        "ca_cert": Option(str, help="CA bundle (PEM) to verify Vault (default $VAULT_CACERT)"),
+        "client_cert": Option(str, help="TLS client certificate (PEM)"),
+        "client_key": Option(str, help="TLS client key (PEM)"),
+        "tls_skip_verify": Option(bool, False, help="do not verify Vault's certificate "
+                                                    "(warns; for tests only)"),
+        "connect_timeout": Option(float, 2.0, help="seconds to connect"),
+        "timeout": Option(float, 5.0, help="seconds to wait for an answer"),
+        "retries": Option(int, 2, help="retries on 5xx, 429 and connection errors"),
+        "auth": Option(str, "token", help="token, approle, jwt, oidc, kubernetes or cert"),
+        "auth_mount": Option(str, help="where the auth method is mounted (default its name)"),
+        "token_file": Option(str, help="token: a file holding the Vault token; kubernetes: "
+                                       "the service-account token file"),
+        "role_id": Option(str, help="approle: the role ID"),
+        "secret_id_file": Option(str, help="approle: file holding the secret ID"),
+        "secret_id_env": Option(str, help="approle: variable holding the secret ID"),
+        "role": Option(str, help="jwt, oidc, kubernetes: the role; cert: the cert role name"),
+        "jwt_file": Option(str, help="jwt, oidc: file holding the JWT"),
+        "jwt_backend": Option(str, help="jwt, oidc: configured backend whose value is the JWT"),
+    }
+    # Every VAULT_* variable read; watched_env() keeps VAULT_TOKEN for token auth only.
+    env_vars = ("VAULT_ADDR", "VAULT_NAMESPACE", "VAULT_CACERT", "VAULT_TOKEN")
+    _kv_found: tuple[str, int, str] | None = None  # (mount, KV version, "config"|"vault")
+
+    @classmethod
+    def check_available(cls) -> None:
+        if importlib.util.find_spec("hvac") is None:
+            raise Unavailable("install hvac (pip install hvac) to use the vault backend")
+
+    def watched_env(self) -> tuple[str, ...]:
+        names = [n for n in self.env_vars if n != "VAULT_TOKEN" or self.config["auth"] == "token"]
+        if self.config.get("secret_id_env"):
+            names.append(self.config["secret_id_env"])
+        return tuple(names)
+
+    # --- fetch --------------------------------------------------------------------------
+
+    def fetch(self) -> Token:
+        self._check_options()
+        settings = self._settings()
+        http = VaultHttp(settings, self.context)
+        auth = Authenticator(self.config, self.context, http)
+        credential = Credential()
+        try:
+            credential = auth.credential()
+            try:
+                return self._read(http, credential)
+            except VaultStatus as exc:
+                if exc.status != 403 or not credential.cached_login:
+                    raise
+            # Vault refused a cached login token (revoked, policies changed): log in again.
+            auth.forget()
+            credential = auth.credential()
+            return self._read(http, credential)
+        except VaultStatus as exc:
+            raise self._status_error(exc, credential, http) from None
+        finally:
+            http.close()
+
+    def _settings(self) -> Settings:
+        env = self.context.env
+        addr = (self.config.get("addr") or env.get("VAULT_ADDR", "")).strip()
+        if not addr:
+            raise Skip("no Vault address: set addr or $VAULT_ADDR")
+        if "://" not in addr:
+            where = f"backends.{self.name}.addr" if self.config.get("addr") else "$VAULT_ADDR"
+            raise ConfigError(f"expected a URL like https://vault:8200, got {addr!r}",
+                              key=where)
+        verify: bool | str = True
+        ca_cert = self.config.get("ca_cert") or env.get("VAULT_CACERT")
+        if self.config["tls_skip_verify"]:
+            log.warning("vault backend %s: TLS certificate verification is off "
+                        "(tls_skip_verify); use it for tests only", self.name)
+            verify = False
+        elif ca_cert:
+            verify = _existing(ca_cert, "ca_cert")
+        cert: str | tuple[str, str] | None = None
+        if self.config.get("client_cert"):
+            cert_path = _existing(self.config["client_cert"], "client_cert")
+            key_path = self.config.get("client_key")
+            cert = (cert_path, _existing(key_path, "client_key")) if key_path else cert_path
+        return Settings(addr.rstrip("/"), self.config.get("namespace") or
+                        env.get("VAULT_NAMESPACE") or None, verify, cert,
+                        self.config["connect_timeout"], self.config["timeout"],
+                        max(0, self.config["retries"]))
+
+    def _check_options(self) -> None:
+        key = f"backends.{self.name}"
+        if self.config["engine"] not in ENGINES:
+            raise ConfigError(f'expected "kv" or "logical", got {self.config["engine"]!r}',
+                              key=f"{key}.engine")
+        if self.config.get("kv_version") not in (None, 1, 2):
+            raise ConfigError("expected 1 or 2", key=f"{key}.kv_version")
+        if self.config.get("version") is not None and self.config["version"] < 1:
+            raise ConfigError("expected a version number from 1", key=f"{key}.version")
+        check_options(self.config, key)
+
+    # --- reading ------------------------------------------------------------------------
+
+    def _read(self, http: VaultHttp, credential: Credential) -> Token:
+        path = self.config["path"].strip("/")
+        if self.config["engine"] == "logical":
+            body = http.call("GET", path, token=credential.token)
+            return self._token(body, path, payload(body), 0)
+        mount, kv_version, remembered = self._mount(http, credential, path)
+        try:
+            return self._read_kv(http, credential, path, mount, kv_version)
+        except VaultStatus as exc:
+            if exc.status != 404 or not remembered:
+                raise
+        # The remembered mount may be out of date (remounted, upgraded to v2): ask again.
+        MountMemo(self.context.state_dir, http.settings, self._full_path(path)).forget()
+        mount, kv_version, _ = self._mount(http, credential, path)
+        return self._read_kv(http, credential, path, mount, kv_version)
+
+    def _read_kv(self, http: VaultHttp, credential: Credential, path: str, mount: str,
+                 kv_version: int) -> Token:
+        inside = path if self.config.get("mount") else path[len(mount):].strip("/")
+        if kv_version == 2:
+            api_path = f"{mount}/data/{inside}"
+            version = self.config.get("version")
+            params = {"version": str(version)} if version else None
+            body = http.call("GET", api_path, token=credential.token, params=params)
+            data = table(body.get("data"))
+            return self._token(body, api_path, data.get("data"), 2)
+        api_path = f"{mount}/{inside}"
+        body = http.call("GET", api_path, token=credential.token)
+        return self._token(body, api_path, body.get("data"), 1)
+
+    def _token(self, body: Mapping[str, Any], api_path: str, data: Any,
+               kv_version: int) -> Token:
+        field = self.config["field"]
+        if not isinstance(data, dict):
+            raise BackendError(f"{api_path} holds no data (deleted or destroyed version?)")
+        if field not in data:
+            names = ", ".join(sorted(str(k) for k in data)) or "none"
+            raise BackendError(f"{api_path} has no field {field!r} (fields: {names})")
+        value = data[field]
+        if not isinstance(value, str):
+            raise BackendError(f"field {field!r} of {api_path} is not a string")
+        now = self.context.now()
+        caps = [float(body.get("lease_duration") or 0)]
+        if kv_version == 1:
+            caps.append(duration(data.get("ttl")))
+        caps = [c for c in caps if c > 0]
+        metadata = {"source": f"vault {api_path}"}
+        meta = table(body.get("data")).get("metadata") if kv_version == 2 else None
+        if isinstance(meta, dict) and meta.get("version") is not None:
+            metadata["version"] = str(meta["version"])
+        return Token(value.strip(), now + min(caps) if caps else None, metadata)
+
+    # --- KV mount and version -----------------------------------------------------------
+
+    def _mount(self, http: VaultHttp, credential: Credential,
+               path: str) -> tuple[str, int, bool]:
+        """(mount, KV version, whether it came from the memo): from the options, the memo
+        of an earlier run, or Vault."""
+        mount_opt = (self.config.get("mount") or "").strip("/")
+        version_opt = self.config.get("kv_version")
+        if mount_opt and version_opt:
+            self._kv_found = (mount_opt, int(version_opt), "config")
+            return mount_opt, int(version_opt), False
+        memo = MountMemo(self.context.state_dir, http.settings, self._full_path(path))
+        cached = memo.read()
+        remembered = cached is not None
+        if cached is None:
+            cached = detect_mount(http, credential, self._full_path(path))
+            memo.write(*cached)
+        self._kv_found = (cached[0], cached[1], "vault")
+        return mount_opt or cached[0], int(version_opt or cached[1]), remembered
+
+    def _full_path(self, path: str) -> str:
+        mount_opt = (self.config.get("mount") or "").strip("/")
+        return f"{mount_opt}/{path}" if mount_opt else path
+
+    # --- errors -------------------------------------------------------------------------
+
+    def _status_error(self, exc: VaultStatus, credential: Credential,
+                      http: VaultHttp) -> BackendError:
+        path = self._full_path(self.config["path"].strip("/"))
+        addr = http.settings.addr
+        if exc.sealed:
+            return BackendError(f"Vault at {addr} is sealed; ask its operators to unseal it")
+        if exc.status == 403:
+            return BackendError(f"permission denied reading {path}: "
+                                f"{self._why_denied(http, credential)}")
+        if exc.status == 404:
+            if exc.no_route:
+                return BackendError(f"{path} not found: no secrets engine is mounted there")
+            version = self.config.get("version")
+            what = f"version {version} of {path}" if version else path
+            return BackendError(f"{what} not found{self._mount_note(http, credential)}")
+        if exc.status == 429:
+            return BackendError(f"Vault at {addr} is rate limiting (HTTP 429)")
+        detail = exc.detail()
+        return BackendError(f"Vault at {addr} answered HTTP {exc.status} reading {path}"
+                            + (f": {detail}" if detail else ""))
+
+    def _why_denied(self, http: VaultHttp, credential: Credential) -> str:
+        """A bad token or a policy that does not allow the read: ask Vault which."""
+        try:
+            http.call("GET", "auth/token/lookup-self", token=credential.token)
+        except VaultStatus as exc:
+            if exc.status == 403:
+                return (f"the token from {credential.source} is not valid (expired, revoked "
+                        "or mistyped)")
+        except BackendError:
+            pass
+        else:
+            return f"the policies of the token from {credential.source} do not allow it"
+        return f"with the token from {credential.source}"
+
+    def _mount_note(self, http: VaultHttp, credential: Credential) -> str:
+        """Whether the mount exists, for a 404: people then know which half is wrong."""
+        found = self._kv_found
+        if found is None:
+            return ""
+        mount, version, how = found
+        if how == "config":
+            try:
+                http.call("GET", f"sys/internal/ui/mounts/{mount}", token=credential.token)
+            except (VaultStatus, BackendError):
+                return f" (and no KV mount {mount}/ was found)"
+        return f" (the mount {mount}/ exists, KV v{version})"
+
+
+def _existing(path: str, option: str) -> str:
+    """A TLS file that must exist (requests would fail later with a vaguer error)."""
+    full = os.path.expanduser(path)
+    if not os.path.isfile(full):
+        raise BackendError(f"{option} {full} does not exist or is not a file")
+    return full

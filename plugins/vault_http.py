@@ -1,0 +1,214 @@
+"""Talking to Vault: hvac's adapter, per-call timeouts inside the run's deadline, bounded
+retries, and transport failures turned into one-line errors.
+
+Responses are inspected here rather than through hvac's exceptions, whose text carries the
+request URL and the raw body; messages are built from the status and Vault's own ``errors``
+list only, so no token or secret can end up in them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from keyhelper import redact
+from keyhelper.backend import Context
+from keyhelper.errors import BackendError, DeadlineExceeded
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Our own timeouts end this much before the run's deadline, so the error people see is
+# ours ("did not answer") and not the core's generic backstop.
+DEADLINE_MARGIN = 0.3
+MIN_CALL_SECONDS = 0.05
+MAX_BACKOFF = 1.0
+MAX_DETAIL = 160
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where Vault is and how to reach it."""
+
+    addr: str
+    namespace: str | None = None
+    verify: bool | str = True  # False, True or a CA bundle path
+    cert: str | tuple[str, str] | None = None
+    connect_timeout: float = 2.0
+    read_timeout: float = 5.0
+    retries: int = 2
+
+
+class VaultStatus(Exception):
+    """Vault answered with an error status; callers turn it into a message with context."""
+
+    def __init__(self, status: int, errors: list[str]):
+        self.status = status
+        self.errors = errors
+        super().__init__(f"HTTP {status}")
+
+    @property
+    def sealed(self) -> bool:
+        return self.status == 503 and any("sealed" in e.lower() for e in self.errors)
+
+    @property
+    def no_route(self) -> bool:
+        """404 because no secrets engine is mounted there (not just a missing secret)."""
+        return any("no handler for route" in e for e in self.errors)
+
+    def detail(self) -> str:
+        """Vault's own error text, shortened and scrubbed of known secrets."""
+        text = "; ".join(e.strip().replace("\n", " ") for e in self.errors if e.strip())
+        text = redact.redact(" ".join(text.split()))
+        return text[:MAX_DETAIL] + ("..." if len(text) > MAX_DETAIL else "")
+
+
+class VaultHttp:
+    """One connection setting, many calls. The hvac import happens here, on first use."""
+
+    def __init__(self, settings: Settings, context: Context):
+        import requests
+        from hvac.adapters import RawAdapter
+
+        self.settings = settings
+        self.context = context
+        self.requests = requests
+        session = requests.Session()
+        # No ~/.netrc credentials or proxy variables: only what the configuration says.
+        session.trust_env = False
+        # Set on the session first: hvac takes a given session's verify and cert over its own.
+        session.verify = settings.verify
+        session.cert = settings.cert
+        self.adapter = RawAdapter(base_uri=settings.addr, namespace=settings.namespace,
+                                  verify=settings.verify, cert=settings.cert, session=session)
+        if settings.verify is False:
+            import urllib3
+
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+    def close(self) -> None:
+        self.adapter.close()
+
+    def call(self, method: str, path: str, *, token: str | None = None,
+             json: Mapping[str, Any] | None = None,
+             params: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """One API call (``path`` without ``/v1/``), retried on 5xx, 429 and connection
+        errors while the deadline allows. Returns the JSON body ({} for 204)."""
+        attempt = 0
+        while True:
+            try:
+                return self._once(method, path, token=token, json=json, params=params)
+            except VaultStatus as exc:
+                if exc.status not in RETRY_STATUSES or exc.sealed:
+                    raise
+                failure: Exception = exc
+            except _Retryable as exc:
+                failure = exc.error
+            attempt += 1
+            delay = min(MAX_BACKOFF, 0.1 * 2 ** attempt) * (0.5 + random.random())  # noqa: S311
+            if attempt > self.settings.retries or not self._time_for(delay):
+                raise failure
+            log.debug("vault: %s %s failed (%s); retry %d in %.2f s", method, path,
+                      failure, attempt, delay)
+            time.sleep(delay)
+
+    def _time_for(self, delay: float) -> bool:
+        left = self.context.deadline - time.monotonic()
+        return left - delay - DEADLINE_MARGIN > MIN_CALL_SECONDS * 4
+
+    def _timeouts(self) -> tuple[float, float]:
+        left = self.context.remaining() - DEADLINE_MARGIN
+        if left < MIN_CALL_SECONDS:
+            raise DeadlineExceeded(f"no time left to ask Vault at {self.settings.addr}")
+        read = min(self.settings.read_timeout, left)
+        return min(self.settings.connect_timeout, read), read
+
+    def _once(self, method: str, path: str, *, token: str | None,
+              json: Mapping[str, Any] | None, params: Mapping[str, str] | None) -> dict[str, Any]:
+        connect, read = self._timeouts()
+        exc_mod = self.requests.exceptions
+        self.adapter.token = token
+        try:
+            response = self.adapter.request(method, f"/v1/{path}", raise_exception=False,
+                                            json=dict(json) if json is not None else None,
+                                            params=dict(params) if params else None,
+                                            timeout=(connect, read))
+        except exc_mod.SSLError as exc:
+            reason = _ssl_reason(exc)
+            hint = " (check ca_cert / $VAULT_CACERT)" if "verify" in reason else ""
+            raise BackendError(f"TLS failure talking to Vault at {self.settings.addr}: "
+                               f"{reason}{hint}") from None
+        except exc_mod.ConnectTimeout:
+            raise _Retryable(BackendError(
+                f"cannot connect to Vault at {self.settings.addr} (no answer within "
+                f"{connect:.1f} s)")) from None
+        except exc_mod.Timeout:
+            raise DeadlineExceeded(f"Vault at {self.settings.addr} did not answer within "
+                                   f"{read:.1f} s") from None
+        except exc_mod.ConnectionError as exc:
+            raise _Retryable(BackendError(f"cannot connect to Vault at {self.settings.addr} "
+                                          f"({_connection_reason(exc)})")) from None
+        except exc_mod.InvalidURL:
+            raise BackendError(f"not a usable Vault address: {self.settings.addr!r}") from None
+        except exc_mod.RequestException as exc:
+            raise BackendError(f"request to Vault at {self.settings.addr} failed "
+                               f"({type(exc).__name__})") from None
+        finally:
+            self.adapter.token = None
+        return _body(response)
+
+
+class _Retryable(Exception):
+    def __init__(self, error: BackendError):
+        self.error = error
+        super().__init__(error.message)
+
+
+def _body(response: Any) -> dict[str, Any]:
+    status = int(response.status_code)
+    try:
+        body = response.json() if response.content else {}
+    except ValueError:
+        body = None
+    if 200 <= status < 300:
+        if status != 204 and not isinstance(body, dict):
+            raise BackendError(f"Vault answered {status} with a body that is not JSON")
+        return body or {}
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list):
+        errors = []
+    raise VaultStatus(status, [str(e) for e in errors])
+
+
+def _connection_reason(exc: Exception) -> str:
+    text = str(exc)
+    for marker, reason in (("Connection refused", "connection refused: is it running?"),
+                           ("Name or service not known", "unknown host name"),
+                           ("nodename nor servname", "unknown host name"),
+                           ("Temporary failure in name resolution", "name resolution failed"),
+                           ("Network is unreachable", "network unreachable"),
+                           ("No route to host", "no route to host"),
+                           ("RemoteDisconnected", "it closed the connection without answering"),
+                           ("Connection reset", "connection reset")):
+        if marker in text:
+            return reason
+    return "connection failed"
+
+
+def _ssl_reason(exc: Exception) -> str:
+    text = str(exc)
+    if "wrong version number" in text.lower():
+        return "it does not speak TLS there (an http:// address?)"
+    for marker in ("certificate verify failed", "hostname mismatch", "self-signed certificate",
+                   "unknown ca", "certificate required", "bad certificate",
+                   "certificate unknown", "handshake failure"):
+        if marker.lower() in text.lower():
+            detail = text[text.lower().index(marker.lower()):]
+            for end in (" (_ssl", ")", "'", '"'):
+                detail = detail.split(end)[0]
+            return detail.strip(" :,")[:MAX_DETAIL]
+    return "handshake failed"

@@ -1,0 +1,111 @@
+"""The vault backend over TLS, against a real OpenBao ``-dev-tls`` server: CA bundles
+(option and $VAULT_CACERT), a verification failure, and TLS client-certificate (cert) auth."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from fixtures_openbao import OpenBao, start_openbao
+from helpers import keyhelper
+
+pytestmark = pytest.mark.vault
+
+
+@pytest.fixture(scope="module")
+def tls_openbao() -> Iterator[OpenBao]:
+    with start_openbao(tls=True) as server:
+        yield server
+
+
+@dataclass(frozen=True)
+class ClientCert:
+    ca_pem: str
+    cert_path: Path
+    key_path: Path
+
+
+def make_client_cert(directory: Path) -> ClientCert:
+    """A CA and a client certificate it signed (EKU clientAuth), as PEM files."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keyhelper test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(hours=1))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ci-client")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    cert_path = directory / "client.pem"
+    key_path = directory / "client-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return ClientCert(ca.public_bytes(serialization.Encoding.PEM).decode(), cert_path, key_path)
+
+
+def test_ca_cert_option_and_env(tls_openbao: OpenBao, write_config, tmp_path: Path):
+    name = tls_openbao.unique()
+    tls_openbao.kv_put(name, {"api_key": "sk-tls"})
+    write_config(f'chain = ["opt", "env"]\n[backends.opt]\ntype = "vault"\n'
+                 f'path = "secret/{name}"\nca_cert = "{tls_openbao.ca_cert}"\n'
+                 f'[backends.env]\ntype = "vault"\npath = "secret/{name}"\n')
+    env = {"VAULT_ADDR": tls_openbao.addr, "VAULT_TOKEN": "root"}
+
+    by_option = keyhelper("--no-cache", "-b", "opt", env=env)
+    by_env = keyhelper("--no-cache", "-b", "env",
+                       env={**env, "VAULT_CACERT": str(tls_openbao.ca_cert)})
+
+    assert (by_option.returncode, by_option.stdout, by_option.stderr) == (0, "sk-tls\n", "")
+    assert (by_env.returncode, by_env.stdout, by_env.stderr) == (0, "sk-tls\n", "")
+
+
+def test_unknown_ca_is_a_tls_failure(tls_openbao: OpenBao, write_config):
+    write_config('chain = ["vault"]\n[backends.vault]\npath = "secret/x"\n')
+
+    result = keyhelper(env={"VAULT_ADDR": tls_openbao.addr, "VAULT_TOKEN": "root"})
+
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"keyhelper: no key from vault\n  vault failed: TLS failure talking to Vault at "
+        f"{tls_openbao.addr}: certificate verify failed: unable to get local issuer "
+        "certificate (check ca_cert / $VAULT_CACERT)\n")
+
+
+def test_cert_auth(tls_openbao: OpenBao, write_config, tmp_path: Path):
+    name = tls_openbao.unique()
+    tls_openbao.kv_put(name, {"api_key": "sk-cert"})
+    tls_openbao.policy(f"read-{name}",
+                       f'path "secret/data/{name}" {{ capabilities = ["read"] }}\n'
+                       f'path "secret/metadata/{name}" {{ capabilities = ["list"] }}')
+    client = make_client_cert(tmp_path)
+    tls_openbao.enable_auth("cert")
+    tls_openbao.api("POST", "auth/cert/certs/ci",
+                    {"certificate": client.ca_pem, "token_policies": [f"read-{name}"],
+                     "token_ttl": "1h"})
+    write_config(f'chain = ["vault"]\n[backends.vault]\npath = "secret/{name}"\n'
+                 f'auth = "cert"\nrole = "ci"\nca_cert = "{tls_openbao.ca_cert}"\n'
+                 f'client_cert = "{client.cert_path}"\nclient_key = "{client.key_path}"\n')
+
+    result = keyhelper("--no-cache", env={"VAULT_ADDR": tls_openbao.addr})
+
+    assert (result.returncode, result.stdout, result.stderr) == (0, "sk-cert\n", "")

@@ -1,0 +1,177 @@
+"""Unit tests of the vault backend's parts: retries and deadlines of the transport (against a
+loopback stand-in, since a real OpenBao cannot be made to answer 500 or 429 on demand),
+duration parsing, the login-token file format, lazy imports, cache keying."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from keyhelper_plugins import vault
+from keyhelper_plugins.vault import VaultBackend
+from keyhelper_plugins.vault_auth import Credential, LoginToken
+from keyhelper_plugins.vault_http import Settings, VaultHttp, VaultStatus
+from keyhelper_plugins.vault_kv import duration
+
+from keyhelper import redact
+from keyhelper.backend import Context
+from keyhelper.errors import BackendError, Unavailable
+
+
+class ScriptedVault:
+    """A loopback HTTP server answering from a list of (status, body), then 200."""
+
+    def __init__(self, answers: list[tuple[int, dict[str, Any]]]):
+        self.answers = list(answers)
+        self.calls = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.calls += 1
+                status, body = outer.answers.pop(0) if outer.answers else (
+                    200, {"data": {"ok": True}})
+                raw = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.addr = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[type[ScriptedVault]]:
+    made: list[ScriptedVault] = []
+
+    def make(answers: list[tuple[int, dict[str, Any]]]) -> ScriptedVault:
+        made.append(ScriptedVault(answers))
+        return made[-1]
+
+    yield make  # type: ignore[misc]
+    for server in made:
+        server.close()
+
+
+def context(seconds: float = 5.0) -> Context:
+    return Context(None, {}, time.monotonic() + seconds, "")
+
+
+def http(addr: str, seconds: float = 5.0, retries: int = 2) -> VaultHttp:
+    return VaultHttp(Settings(addr, retries=retries), context(seconds))
+
+
+@pytest.mark.parametrize("status", [500, 502, 429])
+def test_retries_on_5xx_and_429(scripted, status: int):
+    server = scripted([(status, {"errors": ["busy"]}), (status, {"errors": ["busy"]})])
+
+    body = http(server.addr).call("GET", "secret/x")
+
+    assert body == {"data": {"ok": True}} and server.calls == 3
+
+
+def test_gives_up_after_the_retries(scripted):
+    server = scripted([(500, {"errors": ["boom"]})] * 5)
+
+    with pytest.raises(VaultStatus) as caught:
+        http(server.addr, retries=2).call("GET", "secret/x")
+
+    assert caught.value.status == 500 and server.calls == 3
+    assert caught.value.detail() == "boom"
+
+
+@pytest.mark.parametrize(("status", "errors"), [(403, ["permission denied"]),
+                                                (404, []), (503, ["Vault is sealed"])])
+def test_no_retry_on_answers_that_will_not_change(scripted, status: int, errors: list[str]):
+    server = scripted([(status, {"errors": errors})])
+
+    with pytest.raises(VaultStatus):
+        http(server.addr).call("GET", "secret/x")
+
+    assert server.calls == 1
+
+
+def test_retries_stop_at_the_deadline(scripted):
+    server = scripted([(500, {"errors": ["boom"]})] * 50)
+
+    started = time.monotonic()
+    with pytest.raises(VaultStatus):
+        http(server.addr, seconds=0.6, retries=50).call("GET", "secret/x")
+
+    assert time.monotonic() - started < 0.6
+    assert 1 <= server.calls < 10
+
+
+def test_no_time_left_is_a_deadline_error():
+    with pytest.raises(BackendError, match=re.escape("no time left to ask Vault at http://127.0.0.1:9")):
+        http("http://127.0.0.1:9", seconds=0.2).call("GET", "secret/x")
+
+
+def test_vault_error_text_is_scrubbed_of_known_secrets():
+    redact.remember("s.secret-value-1234")
+    exc = VaultStatus(400, ["invalid token s.secret-value-1234\n  given"])
+
+    assert exc.detail() == f"invalid token <{redact.fingerprint('s.secret-value-1234')}> given"
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    ("90", 90), (90, 90), ("15m", 900), ("1h30m", 5400), ("2d", 172800), ("1.5s", 1.5),
+    (None, 0), ("", 0), ("soon", 0), ("10x", 0), (True, 0), ("5m3", 0),
+])
+def test_vault_durations(value: Any, seconds: float):
+    assert duration(value) == seconds
+
+
+def test_login_token_file_round_trip_and_repr():
+    token = LoginToken("s.login-token", 1_800_000_000.5, 3600.0, True)
+
+    assert LoginToken.parse(token.serialize()) == token
+    assert "s.login-token" not in repr(token)
+    assert "s.cred" not in repr(Credential("s.cred", "$VAULT_TOKEN"))
+    assert LoginToken.parse(b"keyhelper-vault-login 1\nexpires -\nttl 0\nrenewable 0\ntoken \n") \
+        is None
+    assert LoginToken.parse(b"something else\n") is None
+
+
+def test_check_available_names_the_package(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(vault.importlib.util, "find_spec", lambda name: None)
+
+    with pytest.raises(Unavailable, match=r"install hvac \(pip install hvac\)"):
+        VaultBackend.check_available()
+
+
+def test_watched_env_follows_the_auth_method():
+    def watched(**options: Any) -> tuple[str, ...]:
+        config = VaultBackend.validate({"path": "secret/x", **options}, source="t", key="k")
+        return VaultBackend("v", config, context()).watched_env()
+
+    assert watched() == ("VAULT_ADDR", "VAULT_NAMESPACE", "VAULT_CACERT", "VAULT_TOKEN")
+    assert watched(auth="approle", role_id="r", secret_id_env="CI_SECRET") == (
+        "VAULT_ADDR", "VAULT_NAMESPACE", "VAULT_CACERT", "CI_SECRET")
+
+
+def test_importing_the_plugin_imports_no_http_library():
+    code = ("import sys, keyhelper_plugins.vault; "
+            "print(sorted(m for m in ('hvac', 'requests', 'urllib3') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+
+    assert out == "[]\n"
