@@ -275,15 +275,17 @@ class Broker:
         assert self.cache is not None
         failures = FailureLog(self.cache.directory, self.key)
         now = self.now()
+        envsum = _lean.env_digest(env_names, self.env)
         try:
             remembered = failures.read()
-            if remembered is not None and now < remembered.retry_at:
+            if (remembered is not None and remembered.envsum == envsum
+                    and now < remembered.retry_at):
                 raise BackedOff(remembered, now)
             token, name, attempts = self.run_chain(links)
         except NoKeyError as exc:
             if not isinstance(exc, BackedOff) and any(a.outcome == "failed"
                                                       for a in exc.attempts):
-                failures.record(exc.describe(), now)
+                failures.record(exc.describe(), now, envsum)
             stale = self.stale(old, env_names)
             if stale is None:
                 raise

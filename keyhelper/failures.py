@@ -27,6 +27,7 @@ class Failure:
     failed_at: float
     retry_at: float
     count: int
+    envsum: str  # the environment it failed in: fixing VAULT_ADDR, say, retries at once
     message: str
 
 
@@ -58,19 +59,19 @@ class FailureLog:
             return None
         try:
             head, _, message = data.decode("utf-8").partition("\n")
-            failed_at, retry_at, count = head.split()
-            return Failure(float(failed_at), float(retry_at), int(count), message)
+            failed_at, retry_at, count, envsum = head.split()
+            return Failure(float(failed_at), float(retry_at), int(count), envsum, message)
         except ValueError:
             return None
 
-    def record(self, message: str, now: float) -> Failure:
+    def record(self, message: str, now: float, envsum: str) -> Failure:
         previous = self.read()
-        count = previous.count + 1 if previous else 1
+        count = previous.count + 1 if previous and previous.envsum == envsum else 1
         delay = min(BACKOFF_FIRST * 2 ** (count - 1), BACKOFF_MAX)
-        failure = Failure(now, now + delay, count, message[:MAX_MESSAGE])
+        failure = Failure(now, now + delay, count, envsum, message[:MAX_MESSAGE])
+        head = f"{now!r} {failure.retry_at!r} {count} {envsum}"
         with contextlib.suppress(OSError):
-            write_private(self.failed_path,
-                          f"{now!r} {failure.retry_at!r} {count}\n{failure.message}".encode())
+            write_private(self.failed_path, f"{head}\n{failure.message}".encode())
         return failure
 
     def clear(self) -> None:

@@ -300,3 +300,18 @@ def test_setup_refuses_broken_settings(isolated_env: Path) -> None:
 @pytest.mark.parametrize("value", ["", "abc", "-5", "1e3"])
 def test_non_numeric_claude_ttl_is_ignored(value: str) -> None:
     assert _lean.claude_ttl({"CLAUDE_CODE_API_KEY_HELPER_TTL_MS": value}) is None
+
+
+def test_remembered_failure_is_not_applied_in_another_environment(tmp_path: Path,
+                                                                  write_config) -> None:  # type: ignore[no-untyped-def]
+    """Fixing the environment (VAULT_ADDR, say) retries at once, without waiting."""
+    command = rotating_command(tmp_path)
+    command.argv += ["1"]
+    write_config('chain = ["probe", "src"]\n[backends.probe]\ntype = "env"\nvar = "PROBE"\n'
+                 + command.toml("src"))
+    assert keyhelper().returncode == 1
+    assert keyhelper().returncode == 1
+    assert command.calls == 1  # remembered
+    fixed = keyhelper(env={"PROBE": ""})  # another environment: empty, so probe still skips
+    assert (fixed.returncode, fixed.stdout) == (0, "key-2\n")
+    assert command.calls == 2
