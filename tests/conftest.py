@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import WriteConfig
 
 # Fixture modules for the real servers, each owned by its backend's tests.
 pytest_plugins = ["fixtures_openbao", "fixtures_keyring"]
@@ -38,16 +39,3 @@ def cache_dir(isolated_env: Path) -> Path:
 @pytest.fixture
 def write_config(isolated_env: Path) -> WriteConfig:
     return WriteConfig(isolated_env / ".config" / "keyhelper" / "config.toml")
-
-
-class WriteConfig:
-    """Writes the default config file (or another path) and returns its path."""
-
-    def __init__(self, default: Path):
-        self.default = default
-
-    def __call__(self, text: str, path: Path | None = None) -> Path:
-        target = path or self.default
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-        return target

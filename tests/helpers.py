@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 SCRIPT = shutil.which("keyhelper", path=os.path.dirname(sys.executable)) or "keyhelper"
 
@@ -59,3 +60,16 @@ def _communicate_keep_stdin(proc: subprocess.Popen[str], timeout: float) -> tupl
             raise AssertionError(f"keyhelper did not finish within {timeout} s (reading stdin?)")
     proc.wait(timeout)
     return result.get("out", ""), result.get("err", "")
+
+
+class WriteConfig:
+    """Writes the default config file (or another path) and returns its path."""
+
+    def __init__(self, default: Path):
+        self.default = default
+
+    def __call__(self, text: str, path: Path | None = None) -> Path:
+        target = path or self.default
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        return target

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import freezegun
 import pytest
-from conftest import WriteConfig
 from freezegun import freeze_time
-from helpers import keyhelper
+from helpers import WriteConfig, keyhelper
 from jwcrypto import jwk
 from jwt_keys import (
     ALGORITHMS,

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import WriteConfig
 from fixtures_openbao import OpenBao
-from helpers import keyhelper
+from helpers import WriteConfig, keyhelper
 from jwt_keys import key_pair, signing_material, write_key_file
 
 pytestmark = pytest.mark.vault

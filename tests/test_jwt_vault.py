@@ -7,9 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import WriteConfig
 from fixtures_openbao import OpenBao
-from helpers import keyhelper
+from helpers import WriteConfig, keyhelper
 from jwt_keys import key_pair, signing_material, write_key_file
 
 pytestmark = pytest.mark.vault
