@@ -373,8 +373,8 @@ def try_hit(selection: Selection, env: Mapping[str, str],
     if not entry.stored <= now < entry.expires:
         return None
     marker = None
-    if entry.extra.get("rotation") != "off":
-        from keyhelper import _caller
+    if entry.extra.get("rotation") != "off" and "CLAUDE_CODE_ENTRYPOINT" in env:
+        from keyhelper import _caller  # only Claude Code's calls need to know the caller
 
         caller = _caller.caller_id(env)
         if caller is not None:
