@@ -13,10 +13,12 @@ Plugins register the class in the ``keyhelper.backends`` entry-point group.
 from __future__ import annotations
 
 import abc
+import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from keyhelper.errors import ConfigError, DeadlineExceeded
 from keyhelper.redact import fingerprint
@@ -164,3 +166,51 @@ def option_fits(value: Any, spec: Option) -> bool:
         return all(isinstance(item, spec.item_type) and not (
             isinstance(item, bool) and spec.item_type is not bool) for item in items)
     return True
+
+
+# --- helpers for backends -------------------------------------------------------------------
+
+LOGIN_VARS = ("LOGNAME", "USER", "LNAME", "USERNAME")  # getpass.getuser()'s order
+
+
+def login_name(env: Mapping[str, str]) -> str | None:
+    """The login name, as getpass.getuser() finds it, but from the run's environment."""
+    for var in LOGIN_VARS:
+        if env.get(var):
+            return env[var]
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return None
+
+
+T = TypeVar("T")
+
+
+def call_with_timeout(fn: Callable[[], T], seconds: float,
+                      stalled: Callable[[], BaseException], name: str = "keyhelper-call") -> T:
+    """Run ``fn`` in a daemon thread; raise ``stalled()`` if it has not returned in time.
+
+    For calls that cannot be given a timeout of their own (a stalled D-Bus call, a plugin
+    without timeouts): the thread is abandoned, and a daemon thread does not keep the
+    process alive, so the run still ends in time.
+    """
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise stalled()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]  # type: ignore[no-any-return]
+

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from keyhelper import _caller, _lean, audit, config, redact
-from keyhelper.backend import Backend, Context, Token, wall_clock
+from keyhelper.backend import Backend, Context, Token, call_with_timeout, wall_clock
 from keyhelper.cache import CacheUnusable, FileCache, Store
 from keyhelper.errors import (
     Attempt,
@@ -151,30 +150,33 @@ class Broker:
                 links.append(Link(spec, None, exc))
         return links
 
+    def try_link(self, link: Link) -> tuple[Attempt, Token | None]:
+        """One backend's turn: its token, or why it gave none (skip versus fail).
+        A configuration error stops the run; anything else a plugin raises is its failure."""
+        name = link.spec.name
+        started = time.monotonic()
+        try:
+            if link.backend is None:
+                raise link.error or Skip("could not be built")
+            token = self.fetch_one(link.backend)
+        except ConfigError:
+            raise
+        except Skip as exc:
+            return _attempt(name, "skipped", exc.message, started), None
+        except BackendError as exc:
+            return _attempt(name, "failed", exc.message, started), None
+        except Exception as exc:  # a plugin's own error: report it, keep going
+            log.debug("backend %s raised", name, exc_info=True)
+            return _attempt(name, "failed", f"{type(exc).__name__}: {exc}", started), None
+        return _attempt(name, "ok", token.fingerprint, started), token
+
     def run_chain(self, links: Sequence[Link]) -> tuple[Token, str, list[Attempt]]:
         attempts: list[Attempt] = []
         for link in links:
-            name = link.spec.name
-            started = time.monotonic()
-            try:
-                if link.backend is None:
-                    raise link.error or Skip("could not be built")
-                token = self.fetch_one(link.backend)
-            except ConfigError:
-                raise
-            except Skip as exc:
-                attempts.append(_attempt(name, "skipped", exc.message, started))
-                continue
-            except BackendError as exc:
-                attempts.append(_attempt(name, "failed", exc.message, started))
-                continue
-            except Exception as exc:  # a plugin's own error: report it, keep going
-                log.debug("backend %s raised", name, exc_info=True)
-                attempts.append(_attempt(name, "failed", f"{type(exc).__name__}: {exc}",
-                                         started))
-                continue
-            attempts.append(_attempt(name, "ok", token.fingerprint, started))
-            return token, name, attempts
+            attempt, token = self.try_link(link)
+            attempts.append(attempt)
+            if token is not None:
+                return token, link.spec.name, attempts
         raise NoKeyError(attempts)
 
     # --- caching --------------------------------------------------------------------------
@@ -359,29 +361,12 @@ def _attempt(backend: str, outcome: str, reason: str, started: float) -> Attempt
 
 
 def _call_with_deadline(fn: Callable[[], Token], seconds: float) -> Token:
-    """Run ``fn`` in a daemon thread; give up after ``seconds`` even if it never returns.
-
-    Backends set their own timeouts; this is the backstop for one that hangs anyway
-    (a stalled D-Bus call, a plugin without timeouts), so the run still ends in time.
-    """
-    outcome: dict[str, object] = {}
-
-    def target() -> None:
-        try:
-            outcome["token"] = fn()
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target, name="keyhelper-backend", daemon=True)
-    thread.start()
+    """Run a backend's fetch, giving up when the run's deadline passes even if it never
+    returns (the backstop for a backend that ignores its timeouts)."""
     # A little grace, so that a backend honouring context.timeout() reports its own
     # precise error (and reaps its child processes) before the backstop fires.
-    thread.join(seconds + BACKSTOP_GRACE)
-    if thread.is_alive():
-        raise DeadlineExceeded(f"no answer within the run's deadline ({seconds:.1f} s)")
-    error = outcome.get("error")
-    if isinstance(error, SystemExit):  # a plugin calling sys.exit must not end the run
-        raise BackendError(f"called sys.exit({error.code!r})")
-    if error is not None:
-        raise error  # type: ignore[misc]
-    return outcome.get("token")  # type: ignore[return-value]
+    try:
+        return call_with_timeout(fn, seconds + BACKSTOP_GRACE, lambda: DeadlineExceeded(
+            f"no answer within the run's deadline ({seconds:.1f} s)"), "keyhelper-backend")
+    except SystemExit as exc:  # a plugin calling sys.exit must not end the run
+        raise BackendError(f"called sys.exit({exc.code!r})") from None

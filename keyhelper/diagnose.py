@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 
 from keyhelper import _lean
 from keyhelper.core import Broker
-from keyhelper.errors import EXIT_NO_KEY, EXIT_OK, BackendError, ConfigError, Skip
+from keyhelper.errors import EXIT_NO_KEY, EXIT_OK, BackendError, ConfigError
 from keyhelper.failures import FailureLog
 from keyhelper.registry import Registry, allowlist
 
@@ -23,30 +23,15 @@ def doctor(selection: _lean.Selection, env: Mapping[str, str], echo: Echo) -> in
     echo("chain: " + " -> ".join(f"{s.name} ({s.type})" for s in settings.chain))
     winner = None
     for link in broker.build_chain():
-        started = time.monotonic()
-        try:
-            if link.backend is None:
-                raise link.error or Skip("could not be built")
-            token = broker.fetch_one(link.backend)
-        except ConfigError:
-            raise
-        except Skip as exc:
-            outcome = f"skipped: {exc.message}"
-        except BackendError as exc:
-            outcome = f"failed: {exc.message}"
-        except Exception as exc:
-            outcome = f"failed: {type(exc).__name__}: {exc}"
-        else:
-            expiry = ("" if token.expires_at is None else
-                      f", expires in {token.expires_at - time.time():.0f} s")
-            outcome = f"ok: {token.fingerprint}{expiry}"
+        attempt, token = broker.try_link(link)
+        outcome = f"{attempt.outcome}: {attempt.reason}"
+        if token is not None:
+            if token.expires_at is not None:
+                outcome += f", expires in {token.expires_at - time.time():.0f} s"
             if winner is None:
                 winner = link.spec.name
                 outcome += " (used)"
-        from keyhelper.redact import redact
-
-        elapsed_ms = (time.monotonic() - started) * 1000
-        echo(f"  {link.spec.name}: {redact(outcome)} [{elapsed_ms:.0f} ms]")
+        echo(f"  {link.spec.name}: {outcome} [{attempt.seconds * 1000:.0f} ms]")
     if broker.cache is None:
         echo(f"cache: not used: {broker.cache_problem}")
     else:

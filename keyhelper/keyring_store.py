@@ -17,13 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from keyhelper import _lean, redact
-from keyhelper.backend import Context
+from keyhelper.backend import Context, call_with_timeout
 from keyhelper.cache import FileCache
 from keyhelper.errors import (
     EXIT_OK,
@@ -89,7 +88,8 @@ class OsKeyring:
 
     def _call(self, operation: Callable[[Any], T]) -> T:
         seconds = self.timeout()
-        return _with_timeout(lambda: self._translate(operation), seconds, self._stalled)
+        return call_with_timeout(lambda: self._translate(operation), seconds,
+                                 lambda: self._stalled(seconds), "keyhelper-keyring")
 
     def _stalled(self, seconds: float) -> BackendError:
         return DeadlineExceeded(f"the OS keyring did not answer within {seconds:.1f} s "
@@ -184,28 +184,6 @@ def _delete_all(keyring: Any, service: str, username: str) -> int:
         except PasswordDeleteError:
             return count
     return MAX_DUPLICATES
-
-
-def _with_timeout(fn: Callable[[], T], seconds: float,
-                  stalled: Callable[[float], BaseException]) -> T:
-    """Run ``fn`` in a daemon thread; raise ``stalled(seconds)`` if it has not returned by
-    then (the thread is abandoned: a daemon thread does not keep the process alive)."""
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = fn()
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target, name="keyhelper-keyring", daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise stalled(seconds)
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]  # type: ignore[no-any-return]
 
 
 class KeyringStore:

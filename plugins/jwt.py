@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from keyhelper import redact
-from keyhelper.backend import Backend, Option, Token
+from keyhelper.backend import LOGIN_VARS, Backend, Option, Token, login_name
 from keyhelper.errors import BackendError, ConfigError, Skip, Unavailable, UsageError
 
 if TYPE_CHECKING:
@@ -44,7 +44,6 @@ NEEDS = {"hmac": "a shared secret", "rsa": f"an RSA private key of {MIN_RSA_BITS
 MINTED_CLAIMS = ("iat", "nbf", "exp", "jti")
 OPTION_CLAIMS = {"iss": "issuer", "aud": "audience", "sub": "subject"}
 PLACEHOLDERS = ("user", "host", "profile")
-LOGIN_VARS = ("LOGNAME", "USER", "LNAME", "USERNAME")  # getpass.getuser()'s order
 MAX_KEY_BYTES = 65536
 
 
@@ -139,7 +138,7 @@ class JwtBackend(Backend):
                                "sub": str(payload["sub"])})
 
     def placeholder_values(self) -> dict[str, str]:
-        values = {"user": login_name(self.context.env), "host": "",
+        values = {"user": user_name(self.context.env), "host": "",
                   "profile": self.context.profile or ""}
         if _uses_host(self.config):
             import socket
@@ -355,18 +354,11 @@ def _b64_int(value: int) -> str:
 
 # --- claims -------------------------------------------------------------------------------
 
-def login_name(env: Mapping[str, str]) -> str:
-    """The login name, as getpass.getuser() finds it, but from the run's environment."""
-    for var in LOGIN_VARS:
-        if env.get(var):
-            return env[var]
-    try:
-        import pwd
-
-        return pwd.getpwuid(os.getuid()).pw_name
-    except (ImportError, KeyError):
-        raise BackendError("cannot tell the login name for the user claim: "
-                           "set $USER") from None
+def user_name(env: Mapping[str, str]) -> str:
+    name = login_name(env)
+    if name is None:
+        raise BackendError("cannot tell the login name for the user claim: set $USER")
+    return name
 
 
 def _template_problem(text: str) -> str | None:

@@ -9,29 +9,14 @@ hit, and every keyring call has a timeout inside the run's deadline.
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from keyhelper.backend import Backend, Option, Token
+from keyhelper.backend import LOGIN_VARS, Backend, Option, Token, login_name
 from keyhelper.errors import ConfigError, Skip, Unavailable
 from keyhelper.keyring_store import OsKeyring
 
-LOGIN_VARS = ("LOGNAME", "USER", "LNAME", "USERNAME")  # what getpass.getuser() reads
 TYPE = "keyring"
-
-
-def login_name(env: Mapping[str, str]) -> str:
-    """The login name, as getpass.getuser() finds it, from ``env``."""
-    for var in LOGIN_VARS:
-        if env.get(var):
-            return env[var]
-    try:
-        import pwd
-
-        return pwd.getpwuid(os.getuid()).pw_name
-    except (ImportError, KeyError):
-        return "keyhelper"
 
 
 class KeyringBackend(Backend):
@@ -72,7 +57,7 @@ class KeyringBackend(Backend):
 
     @property
     def username(self) -> str:
-        return self.config["username"] or login_name(self.context.env)
+        return self.config["username"] or login_name(self.context.env) or "keyhelper"
 
     def where(self) -> str:
         """Names the keyring entry (never its value)."""
