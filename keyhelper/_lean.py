@@ -288,7 +288,10 @@ _DIR_FD = os.open in getattr(os, "supports_dir_fd", set())
 
 
 def read_entry(directory: str, key: str) -> Entry | None:
+    """The entry if the directory and the file are safe to read keys from, else None."""
     if not _DIR_FD:
+        if safe_dir(directory) is not None:
+            return None
         data = read_file_private(entry_path(directory, key))
         return None if data is None else parse_entry(data)
     dir_fd = open_private_dir(directory)
@@ -363,10 +366,8 @@ def try_hit(selection: Selection, env: Mapping[str, str],
     was just given: the full path then fetches anew, rate-limited, under the lock.
     """
     directory = cache_dir(env)
-    if safe_dir(directory) is not None:
-        return None
     key = entry_key(selection, env)
-    entry = read_entry(directory, key)
+    entry = read_entry(directory, key)  # checks the directory too
     if entry is None or not entry.matches_env(env):
         return None
     now = time.time()
