@@ -6,7 +6,6 @@ Vault reads for several concurrent sessions, and what a rotation does through Li
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -21,10 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fixtures_openbao import OpenBao, free_port, start_openbao  # noqa: E402
+from claude_cli import claude_env, claude_home, claude_p, vault_config  # noqa: E402
+from fixtures_openbao import audit_reads, free_port, start_openbao  # noqa: E402
 
 LITELLM = ROOT / ".deps" / "litellm-venv" / "bin" / "litellm"
-CLAUDE = ROOT / ".deps" / "claude" / "node_modules" / ".bin" / "claude"
 KEYHELPER = Path(sys.executable).parent / "keyhelper"
 
 CONFIG = """\
@@ -66,55 +65,19 @@ def litellm(work: Path, master_key: str) -> Iterator[str]:
         log.close()
 
 
-def vault_reads(audit_log: Path, path: str) -> int:
-    if not audit_log.exists():
-        return 0
-    return sum(1 for line in audit_log.read_text().splitlines()
-               if (r := json.loads(line)).get("type") == "response"
-               and r.get("request", {}).get("path") == f"secret/data/{path}"
-               and r.get("request", {}).get("operation") == "read")
-
-
-def claude_env(home: Path, url: str, cache: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ANTHROPIC_", "CLAUDE_CODE_", "AI_AGENT"))}
-    env.update(HOME=str(home), ANTHROPIC_BASE_URL=url, KEYHELPER_CACHE_DIR=str(cache),
-               CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", DISABLE_TELEMETRY="1",
-               DISABLE_ERROR_REPORTING="1", DISABLE_AUTOUPDATER="1")
-    return env
-
-
-def claude_p(env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([str(CLAUDE), "-p", "say hi"], env=env, cwd=cwd, text=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-
-
-def setup_home(work: Path, server: OpenBao, path: str) -> Path:
-    token_file = work / "vault-token"
-    token_file.write_text(server.root_token)
-    token_file.chmod(0o600)
-    config = work / "keyhelper.toml"
-    config.write_text(f'chain = ["vault"]\n[backends.vault]\naddr = "{server.addr}"\n'
-                      f'path = "secret/{path}"\ntoken_file = "{token_file}"\n')
-    home = work / "home"
-    (home / ".claude").mkdir(parents=True)
-    (home / ".claude" / "settings.json").write_text(
-        json.dumps({"apiKeyHelper": f"{KEYHELPER} --config {config}"}))
-    return home
-
-
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="keyhelper-litellm-") as tmp:
         work = Path(tmp)
         audit = work / "audit.log"
         with start_openbao(audit_log=str(audit)) as server:
             path = "llm/claude-code"
+            secret = f"secret/data/{path}"
             server.kv_put(path, {"api_key": "sk-litellm-master-one"})
-            home = setup_home(work, server, path)
+            home = claude_home(work, str(KEYHELPER),
+                               vault_config(work, server.addr, server.root_token, path))
             cache = work / "cache"
             with litellm(work, "sk-litellm-master-one") as url:
-                env = claude_env(home, url, cache)
+                env = claude_env(home, url, KEYHELPER_CACHE_DIR=str(cache))
                 started = time.monotonic()
                 out, err = claude_p(env, work).communicate(timeout=120)
                 print(f"one session: {out.strip()!r} in {time.monotonic() - started:.1f} s"
@@ -122,11 +85,11 @@ def main() -> int:
                 procs = [claude_p(env, work) for _ in range(3)]
                 outs = [p.communicate(timeout=120)[0].strip() for p in procs]
                 print(f"3 more concurrent sessions: {outs}; Vault reads in all: "
-                      f"{vault_reads(audit, path)}")
+                      f"{audit_reads(audit, secret)}")
             # Rotation: the key changes in Vault and LiteLLM restarts with it.
             server.kv_put(path, {"api_key": "sk-litellm-master-two"})
             with litellm(work, "sk-litellm-master-two") as url:
-                env = claude_env(home, url, cache)
+                env = claude_env(home, url, KEYHELPER_CACHE_DIR=str(cache))
                 old = urllib.request.Request(f"{url}/v1/messages", method="POST",
                                              data=b'{"model":"m","max_tokens":5,"messages":[]}',
                                              headers={"x-api-key": "sk-litellm-master-one",
@@ -144,7 +107,7 @@ def main() -> int:
                                capture_output=True)
                 out, _ = claude_p(env, work).communicate(timeout=120)
                 print(f"after `keyhelper cache clear`: {out.strip()!r}; Vault reads in all: "
-                      f"{vault_reads(audit, path)}")
+                      f"{audit_reads(audit, secret)}")
     return 0
 
 

@@ -122,6 +122,21 @@ def _ssl_context(ca_cert: str | None) -> ssl.SSLContext | None:
     return ssl.create_default_context(cafile=ca_cert) if ca_cert else None
 
 
+def audit_reads(audit_log: str | os.PathLike[str], path: str) -> int:
+    """Reads of ``path`` (e.g. ``secret/data/x``) that OpenBao answered, from a file audit
+    device's log (see ``start_openbao(audit_log=...)``)."""
+    if not os.path.exists(audit_log):
+        return 0
+    count = 0
+    with open(audit_log) as handle:
+        for line in handle:
+            record = json.loads(line)
+            request = record.get("request", {})
+            count += (record.get("type") == "response" and request.get("operation") == "read"
+                      and request.get("path") == path)
+    return count
+
+
 def _healthy(addr: str, ca_cert: str | None = None) -> bool:
     if ca_cert is not None and not os.path.exists(ca_cert):
         return False  # -dev-tls writes its CA when it starts

@@ -18,18 +18,14 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from fake_anthropic import Gateway, serve_gateway
-from fixtures_openbao import OpenBao, start_openbao
+from claude_cli import CLAUDE, ROOT, claude_env, claude_home, claude_p, vault_config
+from fake_anthropic import serve_gateway
+from fixtures_openbao import OpenBao, audit_reads, start_openbao
 from helpers import SCRIPT
 
 from keyhelper import _lean
 
 pytestmark = pytest.mark.claude
-
-ROOT = Path(__file__).resolve().parent.parent
-CLAUDE = Path(os.environ.get("KEYHELPER_CLAUDE_BIN",
-                             ROOT / ".deps" / "claude" / "node_modules" / ".bin" / "claude"))
-
 
 @pytest.fixture(scope="module", autouse=True)
 def claude_installed() -> None:
@@ -50,16 +46,7 @@ class Vault:
 
     def reads(self) -> int:
         """Reads of this secret that OpenBao answered, from its file audit device."""
-        if not self.audit_log.exists():
-            return 0
-        count = 0
-        for line in self.audit_log.read_text().splitlines():
-            record = json.loads(line)
-            request = record.get("request", {})
-            if (record.get("type") == "response" and request.get("operation") == "read"
-                    and request.get("path") == f"secret/data/{self.path}"):
-                count += 1
-        return count
+        return audit_reads(self.audit_log, f"secret/data/{self.path}")
 
 
 @pytest.fixture(scope="module")
@@ -70,34 +57,9 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OpenBao,
         yield server, audit_log
 
 
-def claude_home(tmp: Path, server: OpenBao, vault: Vault) -> tuple[Path, Path]:
-    """A scratch HOME whose settings.json runs keyhelper with a Vault config."""
-    token_file = tmp / "vault-token"
-    token_file.write_text(server.root_token)
-    token_file.chmod(0o600)
-    config = tmp / "keyhelper.toml"
-    config.write_text(f'chain = ["vault"]\n[backends.vault]\naddr = "{server.addr}"\n'
-                      f'path = "secret/{vault.path}"\ntoken_file = "{token_file}"\n')
-    home = tmp / "claude-home"
-    (home / ".claude").mkdir(parents=True)
-    (home / ".claude" / "settings.json").write_text(
-        json.dumps({"apiKeyHelper": f"{SCRIPT} --config {config}"}))
-    return home, config
-
-
-def claude_env(home: Path, gateway: Gateway) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ANTHROPIC_", "CLAUDE_CODE_", "AI_AGENT"))}
-    env.update(HOME=str(home), ANTHROPIC_BASE_URL=gateway.url,
-               CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", DISABLE_TELEMETRY="1",
-               DISABLE_ERROR_REPORTING="1", DISABLE_AUTOUPDATER="1")
-    return env
-
-
-def claude_p(env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([str(CLAUDE), "-p", "say hi"], env=env, cwd=cwd, text=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+def claude_setup(tmp: Path, server: OpenBao, vault: Vault) -> tuple[Path, Path]:
+    config = vault_config(tmp, server.addr, server.root_token, vault.path)
+    return claude_home(tmp, SCRIPT, config), config
 
 
 def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
@@ -109,7 +71,7 @@ def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
 def e2e(audited: tuple[OpenBao, Path], tmp_path: Path) -> tuple[Vault, Path, Path]:
     server, audit_log = audited
     vault = Vault(server, audit_log)
-    home, config = claude_home(tmp_path, server, vault)
+    home, config = claude_setup(tmp_path, server, vault)
     return vault, home, config
 
 
@@ -117,7 +79,7 @@ def test_claude_sends_the_key_from_vault(e2e: tuple[Vault, Path, Path], tmp_path
     vault, home, _ = e2e
     vault.put("sk-gw-E2E-one")
     with serve_gateway({"sk-gw-E2E-one"}) as gateway:
-        code, out, err = finish(claude_p(claude_env(home, gateway), tmp_path))
+        code, out, err = finish(claude_p(claude_env(home, gateway.url), tmp_path))
     assert (code, out.strip()) == (0, "hi"), err
     seen = gateway.messages()
     assert seen, "Claude Code sent no request"
@@ -132,7 +94,7 @@ def test_concurrent_sessions_cost_one_vault_read(e2e: tuple[Vault, Path, Path],
     vault.put("sk-gw-E2E-many")
     sessions = 4
     with serve_gateway({"sk-gw-E2E-many"}) as gateway:
-        env = claude_env(home, gateway)
+        env = claude_env(home, gateway.url)
         results = [finish(p) for p in [claude_p(env, tmp_path) for _ in range(sessions)]]
     assert [(code, out.strip()) for code, out, _ in results] == [(0, "hi")] * sessions
     requests = gateway.messages()
@@ -165,7 +127,7 @@ def test_rotation_reaches_a_running_session(e2e: tuple[Vault, Path, Path],
     with serve_gateway({"sk-gw-E2E-old"}) as gateway:
         proc = subprocess.Popen(
             [str(CLAUDE), "-p", "--input-format", "stream-json", "--output-format",
-             "stream-json", "--verbose"], env=claude_env(home, gateway), cwd=tmp_path,
+             "stream-json", "--verbose"], env=claude_env(home, gateway.url), cwd=tmp_path,
             text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert proc.stdin is not None and proc.stdout is not None
         try:
@@ -196,10 +158,10 @@ def test_vault_down_with_a_valid_cached_key(tmp_path: Path) -> None:
     """Its own OpenBao, stopped mid-test: the expired cache entry is served (stale-if-error)."""
     with start_openbao() as server:
         vault = Vault(server, tmp_path / "no-audit.log")
-        home, config = claude_home(tmp_path, server, vault)
+        home, config = claude_setup(tmp_path, server, vault)
         vault.put("sk-gw-E2E-kept")
         with serve_gateway({"sk-gw-E2E-kept"}) as gateway:
-            env = claude_env(home, gateway)
+            env = claude_env(home, gateway.url)
             assert finish(claude_p(env, tmp_path))[0] == 0
     # The cache entry's life ends, as it would after the TTL.
     entry_file = next(Path(_lean.cache_dir(os.environ)).glob("*.entry"))
@@ -208,7 +170,7 @@ def test_vault_down_with_a_valid_cached_key(tmp_path: Path) -> None:
     entry.expires = entry.refresh = time.time() - 1
     entry_file.write_bytes(entry.serialize())
     with serve_gateway({"sk-gw-E2E-kept"}) as gateway:
-        code, out, err = finish(claude_p(claude_env(home, gateway), tmp_path))
+        code, out, err = finish(claude_p(claude_env(home, gateway.url), tmp_path))
     assert (code, out.strip()) == (0, "hi"), err
     assert {r.x_api_key for r in gateway.messages()} == {"sk-gw-E2E-kept"}
     assert config.exists()
