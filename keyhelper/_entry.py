@@ -19,7 +19,9 @@ def main() -> None:
 
         cli_main()
         return
-    if not selection.no_cache and os.environ.get("KEYHELPER_NO_CACHE") != "1":
+    # -v is a person diagnosing: the full path says what it does, hit or miss.
+    if not (selection.no_cache or selection.verbose) and os.environ.get(
+            "KEYHELPER_NO_CACHE") != "1":
         key = _lean.try_hit(selection, os.environ, sys.argv[1:])
         if key is not None:
             sys.stdout.write(key + "\n")

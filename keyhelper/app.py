@@ -54,11 +54,12 @@ def guarded(verbose: bool, action: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        # Only a bug of keyhelper's own gets here: -v shows where (redacted, like all output).
         message = (f"keyhelper: internal error: {type(exc).__name__}: {exc} "
                    "(run with -v for details)")
         code = EXIT_NO_KEY
-    if verbose:
-        traceback.print_exc(file=_RedactingStream(sys.stderr))
+        if verbose:
+            traceback.print_exc(file=_RedactingStream(sys.stderr))
     message = redact.redact(message)
     if not message.startswith("keyhelper"):
         message = "keyhelper: " + message

@@ -175,6 +175,8 @@ class Broker:
         for link in links:
             attempt, token = self.try_link(link)
             attempts.append(attempt)
+            log.debug("%s %s in %.0f ms: %s", attempt.backend, attempt.outcome,
+                      attempt.seconds * 1000, attempt.reason)
             if token is not None:
                 return token, link.spec.name, attempts
         raise NoKeyError(attempts)
@@ -307,6 +309,8 @@ class Broker:
         if new_entry is None:
             return Result(token, name, "uncached", attempts)
         store.write(self.key, new_entry)
+        log.debug("%s: cached in %s for %.0f s", source, store.describe(self.key),
+                  new_entry.expires - new_entry.stored)
         self.mark_served(caller, new_entry)
         return Result(token, name, source, attempts, new_entry, store.describe(self.key))
 
@@ -345,6 +349,9 @@ class Broker:
             _lean.write_marker(path, entry.stored, self.now())
 
     def serve(self, entry: _lean.Entry, store: Store, caller: str | None, source: str) -> Result:
+        log.debug("%s: %s from %s, %.0f s of cache life left", source,
+                  redact.fingerprint(entry.key), store.describe(self.key),
+                  entry.expires - self.now())
         self.mark_served(caller, entry)
         redact.remember(entry.key)
         token = Token(entry.key, entry.token_expires)

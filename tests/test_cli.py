@@ -310,3 +310,25 @@ def test_backends_lists_the_built_ins() -> None:
                           ("command", "the first line a command prints (argv list, no shell)")]:
         assert lines[name] == f"{name:10} {'keyhelper ' + version:24} usable  {summary}"
     assert {"env", "file", "command", "vault", "jwt", "keyring"} <= set(lines)
+
+
+def test_internal_error_traceback_only_with_verbose(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bug of keyhelper's own: one line without -v; with -v also the traceback."""
+    from keyhelper import redact
+    from keyhelper.app import guarded
+
+    redact.remember("sk-ant-Internal_0123456789")
+
+    def broken() -> int:
+        raise ValueError("bad state near sk-ant-Internal_0123456789")
+
+    assert guarded(False, broken) == 1
+    quiet = capsys.readouterr()
+    assert (quiet.out, quiet.err) == ("", "keyhelper: internal error: ValueError: bad state "
+                                      f"near <{fp('sk-ant-Internal_0123456789')}> "
+                                      "(run with -v for details)\n")
+    assert guarded(True, broken) == 1
+    loud = capsys.readouterr().err
+    assert loud.startswith("Traceback (most recent call last):\n")
+    assert "sk-ant-Internal_0123456789" not in loud
+    assert loud.endswith("(run with -v for details)\n")
