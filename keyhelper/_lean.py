@@ -199,7 +199,7 @@ def parse_entry(data: bytes) -> Entry | None:
             return None
         fields = dict(line.partition(" ")[::2] for line in lines[1:-1])
         key = fields["key"]
-        if not key or any(not "!" <= ch <= "~" for ch in key):
+        if not sendable(key):
             return None
         token_expires = None if fields["token_expires"] == "-" else _finite(fields["token_expires"])
         names = [n for n in fields["env_names"].split(",") if n]
@@ -208,6 +208,11 @@ def parse_entry(data: bytes) -> Entry | None:
                      _finite(fields["refresh"]), token_expires, names, fields["envsum"], extra)
     except (UnicodeDecodeError, KeyError, ValueError, IndexError):
         return None
+
+
+def sendable(key: str) -> bool:
+    """Printable ASCII without spaces: what Claude Code can send as a key."""
+    return bool(key) and all("!" <= ch <= "~" for ch in key)
 
 
 def _finite(text: str) -> float:
@@ -287,21 +292,98 @@ def open_private_dir(path: str) -> int | None:
 _DIR_FD = os.open in getattr(os, "supports_dir_fd", set())
 
 
-def read_entry(directory: str, key: str) -> Entry | None:
-    """The entry if the directory and the file are safe to read keys from, else None."""
+def read_in_private_dir(directory: str, name: str) -> bytes | None:
+    """A private file of the cache directory, if directory and file are safe, else None."""
     if not _DIR_FD:
         if safe_dir(directory) is not None:
             return None
-        data = read_file_private(entry_path(directory, key))
-        return None if data is None else parse_entry(data)
+        return read_file_private(os.path.join(directory, name))
     dir_fd = open_private_dir(directory)
     if dir_fd is None:
         return None
     try:
-        data = read_file_private(key + ".entry", dir_fd=dir_fd)
+        return read_file_private(name, dir_fd=dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def read_entry(directory: str, key: str) -> Entry | None:
+    data = read_in_private_dir(directory, key + ".entry")
     return None if data is None else parse_entry(data)
+
+
+# --- the route: env and file keys read on the hit path, never cached -----------------------
+# A chain that starts with env or file backends has its key read straight from there. The
+# full path records those first steps (names of variables and files, never a key) in a
+# route file; the hit path follows it and hands over to the full path on any doubt, which
+# then decides and reports exactly as it would have.
+
+ROUTE_FORMAT = "keyhelper-route 1"
+ROUTE_KINDS = ("env", "file")
+NEXT = ""  # a step that found nothing: go on (the backend would have skipped)
+
+
+def route_path(directory: str, key: str) -> str:
+    return os.path.join(directory, key + ".route")
+
+
+def serialize_route(steps: Sequence[tuple[str, str]]) -> bytes:
+    return "\n".join([ROUTE_FORMAT, *(f"{kind} {arg}" for kind, arg in steps), ""]).encode()
+
+
+def parse_route(data: bytes) -> list[tuple[str, str]] | None:
+    try:
+        lines = data.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        return None
+    if lines[0] != ROUTE_FORMAT or lines[-1] != "":
+        return None
+    steps = []
+    for line in lines[1:-1]:
+        kind, _, arg = line.partition(" ")
+        if kind not in ROUTE_KINDS or not arg:
+            return None
+        steps.append((kind, arg))
+    return steps
+
+
+def _key_file_line(path: str) -> str | None:
+    """As the file backend reads it: NEXT if missing, None on anything it would refuse."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        return NEXT
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if (st.st_mode & 0o170000) != 0o100000 or (_POSIX and st.st_mode & 0o077):
+            return None
+        data = os.read(fd, MAX_ENTRY_BYTES)
+    finally:
+        os.close(fd)
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        return None
+    return (lines[0].strip() if lines else "") or None
+
+
+def follow_route(directory: str, key: str, env: Mapping[str, str]) -> str | None:
+    """The key from the route's steps; NEXT when they found none (or there is no route);
+    None when the full path must decide (a value it would refuse, an unreadable file)."""
+    data = read_in_private_dir(directory, key + ".route")
+    steps = parse_route(data) if data is not None else []
+    if steps is None:
+        return None
+    for kind, arg in steps:
+        raw = env.get(arg) if kind == "env" else None
+        value = (raw.strip() if raw else NEXT) if kind == "env" else _key_file_line(arg)
+        if value is None:
+            return None
+        if value != NEXT:
+            return value if sendable(value) else None
+    return NEXT
 
 
 DEFAULT_CLAUDE_TTL = 300.0
@@ -367,6 +449,9 @@ def try_hit(selection: Selection, env: Mapping[str, str],
     """
     directory = cache_dir(env)
     key = entry_key(selection, env)
+    routed = follow_route(directory, key, env)
+    if routed != NEXT:
+        return routed
     entry = read_entry(directory, key)  # checks the directory too
     if entry is None or not entry.matches_env(env):
         return None

@@ -143,6 +143,11 @@ class Backend(abc.ABC):
             result[opt_name] = float(value) if spec.types is float else value
         return result
 
+    def hit_path_step(self) -> tuple[str, str] | None:
+        """For the built-in env and file backends only: ("env", VAR) or ("file", PATH), so
+        that the hit path reads their key itself (see keyhelper/_lean.py, "the route")."""
+        return None
+
     def watched_env(self) -> tuple[str, ...]:
         """Environment variable names this instance depends on (default: ``env_vars``)."""
         return self.env_vars

@@ -20,9 +20,10 @@ log = logging.getLogger(__name__)
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _LOCK_SUFFIX = ".lock"
-# Files kept beside an entry: the shared failure record, the stale-serve counter, and one
-# marker per Claude Code process served (keyhelper/failures.py, keyhelper/_lean.py).
-_SIDECARS = (".failed", ".stale", ".served")
+# Files kept beside an entry: the shared failure record, the stale-serve counter, one
+# marker per Claude Code process served, and the hit path's route to env and file keys
+# (keyhelper/failures.py, keyhelper/_lean.py).
+_SIDECARS = (".failed", ".stale", ".served", ".route")
 
 
 class Store(Protocol):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from keyhelper import _caller, _lean, audit, config, redact
 from keyhelper.backend import Backend, Context, Token, call_with_timeout, wall_clock
-from keyhelper.cache import CacheUnusable, FileCache, Store
+from keyhelper.cache import CacheUnusable, FileCache, Store, write_private
 from keyhelper.errors import (
     Attempt,
     BackendError,
@@ -228,8 +229,32 @@ class Broker:
         audit.record(self.settings.raw, self.settings.profile, result, self.env)
         return result
 
+    def save_route(self, links: Sequence[Link]) -> None:
+        """Record the chain's leading env and file backends for the hit path, which then
+        reads their keys itself (they are never cached). Names only, never a key."""
+        if self.cache is None or not self.use_cache:
+            return
+        steps = []
+        for link in links:
+            step = link.backend.hit_path_step() if link.backend else None
+            if step is None:
+                break
+            steps.append(step)
+        if any(name.startswith("audit") for name in self.entry_extra()):
+            steps = []  # an audited issuance is logged by the full path
+        path = _lean.route_path(self.cache.directory, self.key)
+        data = _lean.serialize_route(steps) if steps else None
+        if _lean.read_in_private_dir(self.cache.directory, self.key + ".route") == data:
+            return
+        with contextlib.suppress(OSError):
+            if data is None:
+                os.unlink(path)
+            else:
+                write_private(path, data)
+
     def _resolve(self) -> Result:
         links = self.build_chain()
+        self.save_route(links)
         cacheable = {link.spec.name for link in links if link.backend and link.backend.cacheable}
         store = self.cache_store() if cacheable else None
         if store is None or self.cache is None:

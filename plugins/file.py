@@ -17,6 +17,9 @@ class FileBackend(Backend):
     options: ClassVar = {"path": Option(str, required=True, help="the file; ~ expands")}
     cacheable = False  # reading the file is cheaper than a cache entry
 
+    def hit_path_step(self) -> tuple[str, str]:
+        return ("file", os.path.expanduser(self.config["path"]))
+
     def fetch(self) -> Token:
         path = os.path.expanduser(self.config["path"])
         try:

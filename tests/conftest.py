@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import WriteConfig
+from helpers import SITECUSTOMIZE, WriteConfig
 
 # Fixture modules for the real servers, each owned by its backend's tests.
 pytest_plugins = ["fixtures_openbao", "fixtures_keyring"]
@@ -39,3 +39,11 @@ def cache_dir(isolated_env: Path) -> Path:
 @pytest.fixture
 def write_config(isolated_env: Path) -> WriteConfig:
     return WriteConfig(isolated_env / ".config" / "keyhelper" / "config.toml")
+
+
+@pytest.fixture
+def hook(tmp_path: Path) -> dict[str, str]:
+    site = tmp_path / "hook"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    return {"PYTHONPATH": str(site), "MODULES_OUT": str(tmp_path / "modules.txt")}

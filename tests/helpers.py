@@ -73,3 +73,21 @@ class WriteConfig:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
         return target
+
+
+SITECUSTOMIZE = """\
+import atexit, os, sys
+
+def _dump():
+    with open(os.environ["MODULES_OUT"], "w") as out:
+        out.write("\\n".join(sorted(sys.modules)))
+
+atexit.register(_dump)
+"""
+
+
+def loaded(env: dict[str, str], argv: list[str]) -> set[str]:
+    run = subprocess.run(argv, stdin=subprocess.PIPE, capture_output=True, text=True,
+                         timeout=30, env={**os.environ, **env}, check=False)
+    assert run.returncode == 0, run.stderr
+    return set(Path(env["MODULES_OUT"]).read_text().split("\n"))

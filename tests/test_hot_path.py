@@ -7,14 +7,12 @@ the same interpreter, and the difference is what keyhelper's hit loaded.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from countingcmd import CountingCommand, counting_command
-from helpers import SCRIPT, keyhelper
+from helpers import SCRIPT, keyhelper, loaded
 
 FORBIDDEN = {
     "click", "json", "argparse", "logging", "pathlib", "tomllib", "importlib.metadata",
@@ -28,32 +26,6 @@ FORBIDDEN = {
 # keyhelper modules written for the hit path (each imports only os/sys/time and builtins).
 LEAN_MODULES = {"keyhelper", "keyhelper._entry", "keyhelper._lean", "keyhelper._caller",
                 "keyhelper._background", "keyhelper._audit_lean"}
-
-SITECUSTOMIZE = """\
-import atexit, os, sys
-
-def _dump():
-    with open(os.environ["MODULES_OUT"], "w") as out:
-        out.write("\\n".join(sorted(sys.modules)))
-
-atexit.register(_dump)
-"""
-
-
-@pytest.fixture
-def hook(tmp_path: Path) -> dict[str, str]:
-    site = tmp_path / "hook"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    return {"PYTHONPATH": str(site), "MODULES_OUT": str(tmp_path / "modules.txt")}
-
-
-def loaded(env: dict[str, str], argv: list[str]) -> set[str]:
-    run = subprocess.run(argv, stdin=subprocess.PIPE, capture_output=True, text=True,
-                         timeout=30, env={**os.environ, **env}, check=False)
-    assert run.returncode == 0, run.stderr
-    return set(Path(env["MODULES_OUT"]).read_text().split("\n"))
-
 
 def hit_modules(hook: dict[str, str], args: list[str], source: CountingCommand) -> set[str]:
     warm = keyhelper(*args)
