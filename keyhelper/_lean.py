@@ -350,7 +350,7 @@ def parse_route(data: bytes) -> list[tuple[str, str]] | None:
 def _key_file_line(path: str) -> str | None:
     """As the file backend reads it: NEXT if missing, None on anything it would refuse."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        fd = os.open(os.path.expanduser(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         return NEXT
     except OSError:

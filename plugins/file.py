@@ -18,7 +18,7 @@ class FileBackend(Backend):
     cacheable = False  # reading the file is cheaper than a cache entry
 
     def hit_path_step(self) -> tuple[str, str]:
-        return ("file", os.path.expanduser(self.config["path"]))
+        return ("file", self.config["path"])  # expanded by the hit path, as by fetch
 
     def fetch(self) -> Token:
         path = os.path.expanduser(self.config["path"])
