@@ -442,7 +442,8 @@ def rejected(entry: Entry, marker: tuple[float, float] | None, env: Mapping[str,
 
 def try_hit(selection: Selection, env: Mapping[str, str],
             argv: Sequence[str] = ()) -> str | None:
-    """The cached key for this selection if it is fresh and safe to serve, else None.
+    """The key for this selection: from the route's env/file steps (read now), else from a
+    fresh cache entry that is safe to serve; None hands over to the full path.
 
     A miss (None) also when the calling Claude Code process is asking again for the key it
     was just given: the full path then fetches anew, rate-limited, under the lock.
