@@ -292,19 +292,25 @@ def open_private_dir(path: str) -> int | None:
 _DIR_FD = os.open in getattr(os, "supports_dir_fd", set())
 
 
-def read_in_private_dir(directory: str, name: str) -> bytes | None:
-    """A private file of the cache directory, if directory and file are safe, else None."""
+def read_private_files(directory: str, names: Sequence[str]) -> list[bytes | None]:
+    """Private files of the cache directory (None for each one missing or unsafe), with
+    the directory checked once and every file opened relative to it."""
     if not _DIR_FD:
         if safe_dir(directory) is not None:
-            return None
-        return read_file_private(os.path.join(directory, name))
+            return [None] * len(names)
+        return [read_file_private(os.path.join(directory, name)) for name in names]
     dir_fd = open_private_dir(directory)
     if dir_fd is None:
-        return None
+        return [None] * len(names)
     try:
-        return read_file_private(name, dir_fd=dir_fd)
+        return [read_file_private(name, dir_fd=dir_fd) for name in names]
     finally:
         os.close(dir_fd)
+
+
+def read_in_private_dir(directory: str, name: str) -> bytes | None:
+    """A private file of the cache directory, if directory and file are safe, else None."""
+    return read_private_files(directory, [name])[0]
 
 
 def read_entry(directory: str, key: str) -> Entry | None:
@@ -369,10 +375,10 @@ def _key_file_line(path: str) -> str | None:
     return (lines[0].strip() if lines else "") or None
 
 
-def follow_route(directory: str, key: str, env: Mapping[str, str]) -> str | None:
-    """The key from the route's steps; NEXT when they found none (or there is no route);
-    None when the full path must decide (a value it would refuse, an unreadable file)."""
-    data = read_in_private_dir(directory, key + ".route")
+def follow_route(data: bytes | None, env: Mapping[str, str]) -> str | None:
+    """The key from the route's steps (``data``: the route file, None if there is none);
+    NEXT when they found none; None when the full path must decide (a value it would
+    refuse, an unreadable file)."""
     steps = parse_route(data) if data is not None else []
     if steps is None:
         return None
@@ -450,10 +456,11 @@ def try_hit(selection: Selection, env: Mapping[str, str],
     """
     directory = cache_dir(env)
     key = entry_key(selection, env)
-    routed = follow_route(directory, key, env)
+    route, data = read_private_files(directory, [key + ".route", key + ".entry"])
+    routed = follow_route(route, env)
     if routed != NEXT:
         return routed
-    entry = read_entry(directory, key)  # checks the directory too
+    entry = parse_entry(data) if data is not None else None
     if entry is None or not entry.matches_env(env):
         return None
     now = time.time()
