@@ -8,6 +8,11 @@ stdout nor stderr (Claude Code waits for those to close) and leaves the session 
 
 ``os.posix_spawn`` keeps ``subprocess`` off the hit path. Where it is missing (Windows),
 there is no background refresh: the entry ends and the next call fetches in the foreground.
+
+The child runs isolated (``python -I``: no current directory, user site or ``PYTHON*``
+variables on its path) and moves to ``/`` before importing anything of its own: Claude Code
+runs the helper inside checkouts, and a ``keyhelper/``, ``json.py`` or ``*.dist-info`` there
+must never be imported. The selection is passed on with its config path made absolute.
 """
 
 from __future__ import annotations
@@ -17,9 +22,28 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
 LOCK_FD = 3
+# Isolated mode: ignore the current directory, the user site and every PYTHON* variable.
+CHILD_FLAGS = ("-I",)
+SAFE_CWD = "/"
+
+
+def absolute(argv: Sequence[str], env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """``argv`` and ``env`` with the config and cache paths made absolute: the child runs
+    in another directory, and must name the same cache entry."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg in ("--config", "-c") and i + 1 < len(out):
+            out[i + 1] = os.path.abspath(os.path.expanduser(out[i + 1]))
+        elif arg.startswith("--config="):
+            out[i] = "--config=" + os.path.abspath(os.path.expanduser(arg[len("--config="):]))
+    child_env = dict(env)
+    for name in ("KEYHELPER_CONFIG", "KEYHELPER_CACHE_DIR"):
+        if child_env.get(name):
+            child_env[name] = os.path.abspath(os.path.expanduser(child_env[name]))
+    return out, child_env
 
 
 def spawn_refresh(directory: str, key: str, stored: float, argv: Sequence[str]) -> bool:
@@ -45,8 +69,10 @@ def spawn_refresh(directory: str, key: str, stored: float, argv: Sequence[str]) 
             (os.POSIX_SPAWN_OPEN, 2, devnull, os.O_WRONLY, 0),
             (os.POSIX_SPAWN_DUP2, fd, LOCK_FD),
         ]
-        args = [sys.executable, "-m", "keyhelper._background", repr(stored), "--", *argv]
-        os.posix_spawn(sys.executable, args, os.environ, file_actions=actions, setsid=True)
+        child_argv, child_env = absolute(argv, os.environ)
+        args = [sys.executable, *CHILD_FLAGS, "-m", "keyhelper._background", repr(stored),
+                "--", *child_argv]
+        os.posix_spawn(sys.executable, args, child_env, file_actions=actions, setsid=True)
         return True
     except OSError:
         return False
@@ -56,6 +82,7 @@ def spawn_refresh(directory: str, key: str, stored: float, argv: Sequence[str]) 
 
 def main(args: Sequence[str]) -> int:
     """The child: refresh the entry unless someone already did, then exit (lock released)."""
+    os.chdir(SAFE_CWD)
     from keyhelper import _lean
     from keyhelper.core import Broker
 

@@ -1,0 +1,78 @@
+"""Issue 10, finding 1: the refresh-ahead child must not import code from the caller's
+working directory (Claude Code runs the helper inside untrusted checkouts).
+
+A "cloned repository" holds a ``keyhelper/`` package, a ``json.py``, a ``logging/`` package
+and a ``keyhelper-9.9.dist-info`` whose entry point names its own module: each writes a
+marker file when imported. A hit late in its entry's life, run from that directory, starts
+the background refresh; the refresh must fetch the new key with keyhelper's own code and
+import none of the planted modules.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from countingcmd import counting_command
+from helpers import keyhelper
+from test_claude_loop import entry_path, wait_for_refresh_lock
+
+from keyhelper import _background, _lean
+
+PLANT = "import os; open(os.path.join({marker!r}, {name!r}), 'w').close()\n"
+
+
+def plant_repository(repo: Path, markers: Path) -> None:
+    """Modules that would run as the user if the refresh child imported from ``repo``."""
+    def module(path: Path, name: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(PLANT.format(marker=str(markers), name=name))
+
+    module(repo / "keyhelper" / "__init__.py", "keyhelper")
+    module(repo / "keyhelper" / "_background.py", "keyhelper._background")
+    module(repo / "json.py", "json")
+    module(repo / "logging" / "__init__.py", "logging")
+    module(repo / "evilplug.py", "evilplug")
+    dist = repo / "keyhelper-9.9.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: keyhelper\nVersion: 9.9\n")
+    (dist / "entry_points.txt").write_text(
+        "[keyhelper.backends]\nsrc = evilplug:Backend\ncommand = evilplug:Backend\n")
+
+
+def test_refresh_child_ignores_the_working_directory(tmp_path: Path, write_config) -> None:  # type: ignore[no-untyped-def]
+    repo, markers = tmp_path / "cloned-repo", tmp_path / "markers"
+    repo.mkdir()
+    markers.mkdir()
+    plant_repository(repo, markers)
+    fresh = counting_command(tmp_path, key="key-new", name="fresh")
+    write_config('chain = ["src"]\n' + fresh.toml("src"))
+    now = time.time()
+    entry = _lean.Entry("key-old", "src", now, now + 300, now - 1, None, [],
+                        _lean.env_digest([], os.environ))
+    cache = Path(_lean.cache_dir(os.environ))
+    cache.mkdir(mode=0o700)
+    entry_path().write_bytes(entry.serialize())
+    entry_path().chmod(0o600)
+
+    run = keyhelper(cwd=str(repo))
+    assert (run.returncode, run.stdout, run.stderr) == (0, "key-old\n", "")
+    wait_for_refresh_lock()
+    assert sorted(p.name for p in markers.iterdir()) == []
+    assert fresh.calls == 1  # keyhelper's own refresh ran, with the configured backend
+    assert keyhelper(cwd=str(repo)).stdout == "key-new\n"
+
+
+def test_refresh_child_command_line_is_isolated(tmp_path: Path) -> None:
+    """The child's argv: isolated interpreter, and the config path made absolute (it runs
+    in /, and must name the same entry as the parent)."""
+    argv, env = _background.absolute(
+        ["--config", "rel/config.toml", "-b", "x", "--config=other.toml"],
+        {"KEYHELPER_CACHE_DIR": "relcache", "HOME": "/h"})
+    cwd = os.getcwd()
+    assert argv == ["--config", os.path.join(cwd, "rel/config.toml"), "-b", "x",
+                    "--config=" + os.path.join(cwd, "other.toml")]
+    assert env == {"KEYHELPER_CACHE_DIR": os.path.join(cwd, "relcache"), "HOME": "/h"}
+    assert _background.CHILD_FLAGS == ("-I",)
+    assert _background.SAFE_CWD == "/"
