@@ -84,12 +84,14 @@ def main(args: Sequence[str]) -> int:
     """The child: refresh the entry unless someone already did, then exit (lock released)."""
     os.chdir(SAFE_CWD)
     from keyhelper import _lean
+    from keyhelper.app import no_core_dumps
     from keyhelper.core import Broker
 
     stored, separator, *argv = args
     selection = _lean.parse_get_args(argv) if separator == "--" else None
     if selection is None:
         return 2
+    no_core_dumps()
     try:
         Broker(selection, os.environ).refresh(float(stored), lock_held=True)
     except Exception:  # nobody is listening: the next call reports errors in the foreground

@@ -30,6 +30,7 @@ else:
 APP = "keyhelper"
 ENTRY_FORMAT = "keyhelper-cache 1"
 MAX_ENTRY_BYTES = 65536
+MAX_KEY_CHARS = 16384  # the longest key Claude Code sends (as keyhelper.redact)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _POSIX = os.name == "posix"
 
@@ -179,9 +180,10 @@ class Entry:
 
     def serialize(self) -> bytes:
         token_expires = "-" if self.token_expires is None else repr(self.token_expires)
-        lines = [ENTRY_FORMAT, f"backend {self.backend}", f"stored {self.stored!r}",
+        names = ",".join(quote_field(name) for name in self.env_names)
+        lines = [ENTRY_FORMAT, f"backend {quote_field(self.backend)}", f"stored {self.stored!r}",
                  f"expires {self.expires!r}", f"refresh {self.refresh!r}",
-                 f"token_expires {token_expires}", f"env_names {','.join(self.env_names)}",
+                 f"token_expires {token_expires}", f"env_names {names}",
                  f"envsum {self.envsum}"]
         lines += [f"x-{name} {value}" for name, value in sorted(self.extra.items())]
         lines += [f"key {self.key}", ""]
@@ -202,17 +204,39 @@ def parse_entry(data: bytes) -> Entry | None:
         if not sendable(key):
             return None
         token_expires = None if fields["token_expires"] == "-" else _finite(fields["token_expires"])
-        names = [n for n in fields["env_names"].split(",") if n]
+        names = [unquote_field(n) for n in fields["env_names"].split(",") if n]
         extra = {k[2:]: v for k, v in fields.items() if k.startswith("x-")}
-        return Entry(key, fields["backend"], _finite(fields["stored"]), _finite(fields["expires"]),
-                     _finite(fields["refresh"]), token_expires, names, fields["envsum"], extra)
+        return Entry(key, unquote_field(fields["backend"]), _finite(fields["stored"]),
+                     _finite(fields["expires"]), _finite(fields["refresh"]), token_expires,
+                     names, fields["envsum"], extra)
     except (UnicodeDecodeError, KeyError, ValueError, IndexError):
         return None
 
 
 def sendable(key: str) -> bool:
-    """Printable ASCII without spaces: what Claude Code can send as a key."""
-    return bool(key) and all("!" <= ch <= "~" for ch in key)
+    """Printable ASCII without spaces, 16,384 characters at most: what Claude Code can send
+    as a key (keyhelper.redact.invalid_key_reason says why not)."""
+    return 0 < len(key) <= MAX_KEY_CHARS and all("!" <= ch <= "~" for ch in key)
+
+
+def quote_field(text: str) -> str:
+    """A name as a field of an ASCII record: printable ASCII, "%XX" for any other byte
+    (and for "%" and ","): backend, profile and variable names may be any Unicode."""
+    data = text.encode("utf-8", "surrogateescape")
+    return "".join(chr(b) if 0x21 <= b < 0x7F and b not in (0x25, 0x2C) else f"%{b:02X}"
+                   for b in data)
+
+
+def unquote_field(text: str) -> str:
+    """The inverse of :func:`quote_field`; ValueError on a malformed escape."""
+    parts = text.split("%")
+    data = bytearray(parts[0].encode("ascii"))
+    for part in parts[1:]:
+        if len(part) < 2:
+            raise ValueError(text)
+        data.append(int(part[:2], 16))
+        data += part[2:].encode("ascii")
+    return data.decode("utf-8", "surrogateescape")
 
 
 def _finite(text: str) -> float:

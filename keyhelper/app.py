@@ -5,6 +5,7 @@ Kept free of click so that a cache miss on ``keyhelper [selection]`` does not pa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -21,7 +22,7 @@ class RedactingFormatter(logging.Formatter):
     """Scrubs every secret this process has seen from log lines, tracebacks included."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact.redact(super().format(record))
+        return redact.scrub(super().format(record))
 
 
 def setup_logging(verbose: bool) -> None:
@@ -44,8 +45,20 @@ def setup_logging(verbose: bool) -> None:
             other.setLevel(logging.DEBUG)
 
 
+def no_core_dumps() -> None:
+    """A crash must not write the keys in memory to a core file: core size limit 0 (POSIX;
+    children inherit it). Windows writes no core file unless configured to."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return
+    with contextlib.suppress(ValueError, OSError):  # a sandbox that forbids it
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def guarded(verbose: bool, action: Callable[[], int]) -> int:
     """Run ``action``; turn any error into a short redacted message and an exit code."""
+    no_core_dumps()
     try:
         return action()
     except KeyhelperError as exc:
@@ -60,7 +73,7 @@ def guarded(verbose: bool, action: Callable[[], int]) -> int:
         code = EXIT_NO_KEY
         if verbose:
             traceback.print_exc(file=_RedactingStream(sys.stderr))
-    message = redact.redact(message)
+    message = redact.scrub(message)
     if not message.startswith("keyhelper"):
         message = "keyhelper: " + message
     if not verbose and len(message) > MAX_STDERR:
@@ -74,7 +87,7 @@ class _RedactingStream:
         self.stream = stream
 
     def write(self, text: str) -> int:
-        return self.stream.write(redact.redact(text))  # type: ignore[attr-defined, no-any-return]
+        return self.stream.write(redact.scrub(text))  # type: ignore[attr-defined, no-any-return]
 
 
 def run_get(selection: _lean.Selection) -> int:

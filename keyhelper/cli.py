@@ -7,19 +7,67 @@ imported; click sees it only for ``--help`` and for usage errors.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
-from keyhelper import __version__, _lean
+from keyhelper import __version__, _lean, redact
 from keyhelper.app import guarded, run_get, setup_logging
 from keyhelper.errors import EXIT_OK
 
 F = Callable[..., Any]
+HIDDEN = "<hidden>"
+
+
+class KeyhelperGroup(click.Group):
+    """Never echoes an argument it does not know in a usage error: a key pasted on the
+    command line by mistake would land in Claude Code's error line, scrollback and logs."""
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        with hide_unknown(self, args):
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with hide_unknown(self, [*ctx.protected_args, *ctx.args]):
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def hide_unknown(group: click.Group, args: list[str]) -> Iterator[None]:
+    argv = list(args)  # a copy: click's parser consumes the list it is given
+    try:
+        yield
+    except click.UsageError as exc:
+        message = hide_arguments(exc.format_message(), argv, known_words(group))
+        raise click.UsageError(message, exc.ctx) from None
+
+
+def hide_arguments(message: str, argv: list[str], known: set[str]) -> str:
+    """``message`` with every argument that is not a command, option or choice replaced."""
+    words = {part for arg in argv for part in arg.split("=", 1)}
+    for word in sorted(words - known, key=len, reverse=True):
+        if len(word) >= 3:  # shorter ones cannot be a key, and would mangle the text
+            message = message.replace(word, HIDDEN)
+    return message
+
+
+def known_words(command: click.Command) -> set[str]:
+    """Names of the commands, options and choices of ``command`` and its subcommands."""
+    words = {command.name or ""}
+    for param in command.params:
+        words.update(param.opts, param.secondary_opts)
+        if isinstance(param.type, click.Choice):
+            words.update(str(choice) for choice in param.type.choices)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            words |= known_words(sub)
+    return words
 
 
 def selection_options(fn: F) -> F:
@@ -43,13 +91,23 @@ def make_selection(backends: tuple[str, ...], profile: str | None, config: str |
     return _lean.Selection(backends, profile, config, no_cache, verbose)
 
 
+def say(message: str) -> None:
+    """Print a line for people on stdout: every report goes through here, escaped."""
+    click.echo(redact.scrub(message))
+
+
+def warn(message: str) -> None:
+    click.echo(redact.scrub(message), err=True)
+
+
 def run(verbose: bool, action: Callable[[], int]) -> None:
     """Set up logging, run the action through the single error handler, exit."""
     setup_logging(verbose)
     sys.exit(guarded(verbose, action))
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=KeyhelperGroup, invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @selection_options
 @click.version_option(__version__, prog_name="keyhelper")
 @click.pass_context
@@ -77,7 +135,7 @@ def doctor(backends: tuple[str, ...], profile: str | None, config: str | None, n
     from keyhelper import diagnose
 
     selection = make_selection(backends, profile, config, no_cache, verbose)
-    run(verbose, lambda: diagnose.doctor(selection, os.environ, click.echo))
+    run(verbose, lambda: diagnose.doctor(selection, os.environ, say))
 
 
 @main.command("backends")
@@ -86,7 +144,7 @@ def list_backends(verbose: bool) -> None:
     """List the backend types installed, built-in and plugins, and whether each is usable."""
     from keyhelper import diagnose
 
-    run(verbose, lambda: diagnose.list_backends(os.environ, click.echo))
+    run(verbose, lambda: diagnose.list_backends(os.environ, say))
 
 
 @main.command("jwks")
@@ -97,10 +155,10 @@ def jwks_command(backends: tuple[str, ...], profile: str | None, config: str | N
     from keyhelper import jwks
 
     selection = make_selection(backends, profile, config, no_cache, verbose)
-    run(verbose, lambda: jwks.print_jwks(selection, os.environ, click.echo))
+    run(verbose, lambda: jwks.print_jwks(selection, os.environ, say))
 
 
-@main.group()
+@main.group(cls=KeyhelperGroup)
 def setup() -> None:
     """Configure a client to use keyhelper."""
 
@@ -121,7 +179,7 @@ def setup_claude_code(backends: tuple[str, ...], profile: str | None, config: st
 
     run(verbose, lambda: do_setup(scope=scope, profile=profile, config=config,
                                   backends=backends, ttl_ms=ttl_ms, dry_run=dry_run,
-                                  echo=click.echo, warn=lambda m: click.echo(m, err=True)))
+                                  echo=say, warn=warn))
 
 
 @main.command("set")
@@ -138,7 +196,7 @@ def set_command(backends: tuple[str, ...], profile: str | None, config: str | No
         if argv_key:  # refused without echoing it: argv shows in ps and shell history
             raise UsageError("set takes no key argument (ps and shell history would show "
                              "it): pipe it on stdin, or type it at the prompt")
-        return set_key(selection, os.environ, read_new_key, lambda m: click.echo(m, err=True))
+        return set_key(selection, os.environ, read_new_key, warn)
 
     selection = make_selection(backends, profile, config, no_cache, verbose)
     run(verbose, action)
@@ -152,7 +210,7 @@ def delete_command(backends: tuple[str, ...], profile: str | None, config: str |
     from keyhelper.keyring_store import delete_key
 
     selection = make_selection(backends, profile, config, no_cache, verbose)
-    run(verbose, lambda: delete_key(selection, os.environ, lambda m: click.echo(m, err=True)))
+    run(verbose, lambda: delete_key(selection, os.environ, warn))
 
 
 def read_new_key() -> str:
@@ -171,7 +229,7 @@ def read_new_key() -> str:
     return text.strip()
 
 
-@main.group()
+@main.group(cls=KeyhelperGroup)
 def cache() -> None:
     """Inspect or clear the key cache."""
 
@@ -185,19 +243,19 @@ def cache_status(verbose: bool) -> None:
 
     def action() -> int:
         store = FileCache.open(os.environ)
-        click.echo(f"cache directory: {store.directory}")
+        say(f"cache directory: {store.directory}")
         now = time.time()
         keys = store.keys()
         if not keys:
-            click.echo("no entries")
+            say("no entries")
         for key in keys:
             entry = store.read(key)
             if entry is None:
-                click.echo(f"{key}  unreadable (treated as a miss)")
+                say(f"{key}  unreadable (treated as a miss)")
                 continue
             left = entry.expires - now
             state = f"{left:.0f} s left" if left > 0 else f"expired {-left:.0f} s ago"
-            click.echo(f"{key}  {entry.backend}  {fingerprint(entry.key)}  {state}")
+            say(f"{key}  {entry.backend}  {fingerprint(entry.key)}  {state}")
         return EXIT_OK
 
     run(verbose, action)
@@ -215,11 +273,11 @@ def cache_clear(backends: tuple[str, ...], profile: str | None, config: str | No
         store = FileCache.open(os.environ)
         if clear_all:
             count = store.clear()
-            click.echo(f"removed {count} entr{'y' if count == 1 else 'ies'}")
+            say(f"removed {count} entr{'y' if count == 1 else 'ies'}")
         else:
             key = _lean.entry_key(make_selection(backends, profile, config, False, False),
                                   os.environ)
-            click.echo("removed 1 entry" if store.delete(key) else "no entry to remove")
+            say("removed 1 entry" if store.delete(key) else "no entry to remove")
         return EXIT_OK
 
     run(verbose, action)

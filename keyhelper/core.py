@@ -389,7 +389,9 @@ def resolve(selection: _lean.Selection, env: Mapping[str, str], **kwargs: object
 
 
 def _attempt(backend: str, outcome: str, reason: str, started: float) -> Attempt:
-    return Attempt(backend, outcome, redact.redact(reason), time.monotonic() - started)
+    # One line, whatever the backend said: a reason must not forge the report's other lines.
+    return Attempt(backend, outcome, redact.printable(redact.redact(reason), newlines=False),
+                   time.monotonic() - started)
 
 
 def _call_with_deadline(fn: Callable[[], Token], seconds: float) -> Token:

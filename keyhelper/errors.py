@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from keyhelper.redact import printable
+
 # Documented exit codes (README "Exit codes").
 EXIT_OK = 0
 EXIT_NO_KEY = 1
@@ -45,16 +47,10 @@ class ConfigError(KeyhelperError):
     def describe(self, verbose: bool = False) -> str:
         # Keys come from the file: a line break or escape sequence in one must not reach
         # the terminal or split the one-line message.
-        where = ": ".join(_printable(part) for part in (self.source, self.key) if part)
-        message = _printable(self.message)
+        where = ": ".join(printable(part, newlines=False)
+                          for part in (self.source, self.key) if part)
+        message = printable(self.message, newlines=False)
         return f"config error: {where}: {message}" if where else f"config error: {message}"
-
-
-def _printable(text: str) -> str:
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
-                   for ch in text)
 
 
 class BackendError(KeyhelperError):

@@ -1,4 +1,6 @@
-"""Fingerprints and redaction: how a secret is named without being shown."""
+"""How text leaves the process: secrets named by fingerprint, never shown, and untrusted text
+(a backend's error, a command's stderr, a plugin's exception) stripped of terminal control
+sequences. Every line keyhelper prints on stderr goes through :func:`scrub`."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import hashlib
 _known: set[str] = set()
 
 FINGERPRINT_DIGITS = 12
+# Claude Code 2.1.332 does not send a longer key (it reports the helper's output unusable).
+MAX_KEY_CHARS = 16384
 
 
 def fingerprint(secret: str) -> str:
@@ -29,6 +33,21 @@ def redact(text: str) -> str:
     return text
 
 
+def printable(text: str, *, newlines: bool = True) -> str:
+    """``text`` safe to show on a terminal: escape sequences, carriage returns, bidi
+    overrides and other non-printable characters become visible escapes (``\\x1b``);
+    line breaks are kept only when ``newlines`` (a one-line reason must stay one line)."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or (newlines and ch == "\n")
+                   else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def scrub(text: str) -> str:
+    """Redacted and printable: what may be written to stderr, a log or a report."""
+    return printable(redact(text))
+
+
 def invalid_key_reason(value: str) -> str | None:
     """Why Claude Code could not send ``value`` as an API key, or None if it can.
 
@@ -37,6 +56,9 @@ def invalid_key_reason(value: str) -> str | None:
     """
     if not value:
         return "the key is empty"
+    if len(value) > MAX_KEY_CHARS:
+        return (f"the key is {len(value)} characters long; Claude Code accepts at most "
+                f"{MAX_KEY_CHARS}")
     for ch in value:
         if not "!" <= ch <= "~":
             kind = ("whitespace" if ch.isspace() else
