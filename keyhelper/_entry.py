@@ -11,10 +11,12 @@ import sys
 
 from keyhelper import _lean
 
+COMPLETE_VAR = "_KEYHELPER_COMPLETE"  # click's shell completion: always the CLI's business
+
 
 def main() -> None:
     selection = _lean.parse_get_args(sys.argv[1:])
-    if selection is None:
+    if selection is None or COMPLETE_VAR in os.environ:
         from keyhelper.cli import main as cli_main
 
         cli_main()

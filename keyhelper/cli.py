@@ -70,14 +70,45 @@ def known_words(command: click.Command) -> set[str]:
     return words
 
 
+def complete_profiles(ctx: click.Context, param: click.Parameter,
+                      incomplete: str) -> list[str]:
+    """Shell completion: the profiles of the config file (none if it cannot be read)."""
+    raw = _config_for_completion(ctx)
+    return sorted(p for p in raw.get("profiles", {}) if p.startswith(incomplete))
+
+
+def complete_backends(ctx: click.Context, param: click.Parameter,
+                      incomplete: str) -> list[str]:
+    """Shell completion: configured backend names and installed backend types."""
+    from keyhelper.registry import Registry
+
+    names = set(_config_for_completion(ctx).get("backends", {}))
+    with contextlib.suppress(Exception):  # completion must never print an error
+        names.update(Registry(allow=[]).names())
+    return sorted(n for n in names if n.startswith(incomplete))
+
+
+def _config_for_completion(ctx: click.Context) -> dict[str, Any]:
+    from keyhelper import config
+
+    try:
+        selection = _lean.Selection(config=ctx.params.get("config"))
+        return dict(config.load(selection, os.environ).raw)
+    except Exception:  # an unreadable config: nothing to offer
+        return {}
+
+
 def selection_options(fn: F) -> F:
     """--backend/--profile/--config/--no-cache/-v, shared by every command that picks a chain."""
     decorators = [
         click.option("-b", "--backend", "backends", multiple=True, metavar="NAME",
                      help="Backend to try, in order (repeatable). A name from the config "
-                          "file, or a backend type with its defaults."),
-        click.option("-p", "--profile", metavar="NAME", help="Profile from the config file."),
-        click.option("-c", "--config", metavar="PATH", help="Config file (TOML)."),
+                          "file, or a backend type with its defaults.",
+                     shell_complete=complete_backends),
+        click.option("-p", "--profile", metavar="NAME", help="Profile from the config file.",
+                     shell_complete=complete_profiles),
+        click.option("-c", "--config", metavar="PATH", help="Config file (TOML).",
+                     type=click.Path()),
         click.option("--no-cache", is_flag=True, help="Neither read nor write the cache."),
         click.option("-v", "--verbose", is_flag=True, help="Debug output on stderr."),
     ]
