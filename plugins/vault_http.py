@@ -9,6 +9,7 @@ list only, so no token or secret can end up in them.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
 import re
@@ -268,6 +269,20 @@ def show_origin(where: Origin) -> str:
     scheme, host, port = where
     host = re.sub(r"[^A-Za-z0-9._:%-]", "?", host)[:100]
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def is_loopback(addr: str) -> bool:
+    """Whether a Vault address names this machine: localhost, 127.0.0.0/8 or ::1 (also as
+    an IPv4-mapped IPv6 address). Other names are not resolved: DNS could say anything."""
+    host = (urlsplit(addr).hostname or "").rstrip(".")
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
 
 
 def _body(response: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Redirects from Vault (issue 10, finding 5).
+"""Redirects from Vault (issue 10, finding 5) and plain http:// addresses (finding 8).
 
 A real OpenBao cannot be made to redirect where a test wants, so the redirecting "Vault" is a
 stand-in: a stdlib http.server in a thread on 127.0.0.1, playing an attacker's server (or a
@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fixtures_openbao import OpenBao
 from helpers import Run, keyhelper
+from keyhelper_plugins.vault_http import is_loopback
 
 pytestmark = pytest.mark.vault
 
@@ -271,6 +272,52 @@ def test_more_than_three_redirects_are_not_followed(write_config):
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == vault_failed(
         f"Vault at {vault.url} redirected more than 3 times; not followed further")
+
+
+# --- plain http:// addresses -------------------------------------------------------------------
+
+def test_plain_http_to_another_host_warns(write_config):
+    # No token anywhere, so the run stops before any request: nothing leaves the machine
+    # (tests may not reach non-loopback addresses), yet the address has been judged.
+    write_config('chain = ["vault"]\n[backends.vault]\npath = "secret/x"\n')
+
+    result = get("http://vault.example:8200")
+
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        "keyhelper: vault backend vault: http://vault.example:8200 is plain http: the Vault "
+        "token and the key travel unencrypted; use https\n"
+        "keyhelper: no key from vault\n  vault skipped: no Vault token: $VAULT_TOKEN is not "
+        "set, no token_file option, no ~/.vault-token (run: vault login)\n")
+
+
+def test_plain_http_on_loopback_is_quiet(openbao: OpenBao, write_config):
+    name = openbao.unique()
+    openbao.kv_put(name, {"api_key": "sk-loopback"})
+    write_config(f'chain = ["vault"]\n[backends.vault]\npath = "secret/{name}"\n')
+    port = openbao.addr.rsplit(":", 1)[1]
+
+    by_ip = get(openbao.addr, VAULT_TOKEN="root")
+    by_name = get(f"http://localhost:{port}", VAULT_TOKEN="root")
+    ipv6 = get(f"http://[::1]:{port}")  # no token: judged, not contacted
+
+    assert (by_ip.returncode, by_ip.stdout, by_ip.stderr) == (0, "sk-loopback\n", "")
+    assert (by_name.returncode, by_name.stdout, by_name.stderr) == (0, "sk-loopback\n", "")
+    assert ipv6.stderr == ("keyhelper: no key from vault\n  vault skipped: no Vault token: "
+                           "$VAULT_TOKEN is not set, no token_file option, no ~/.vault-token "
+                           "(run: vault login)\n")
+
+
+@pytest.mark.parametrize(("addr", "loopback"), [
+    ("http://127.0.0.1:8200", True), ("http://127.9.8.7", True), ("http://[::1]:8200", True),
+    ("http://localhost:8200", True), ("http://LocalHost.:8200", True),
+    ("http://[::ffff:127.0.0.1]:8200", True), ("http://vault.example:8200", False),
+    ("http://localhost.example", False), ("http://127.0.0.1.nip.io", False),
+    ("http://10.0.0.1", False), ("http://0.0.0.0", False), ("http://[::]", False),
+    ("http://[fe80::1%25eth0]", False), ("http://", False),
+])
+def test_which_addresses_are_loopback(addr: str, loopback: bool):
+    assert is_loopback(addr) is loopback
 
 
 # --- helpers -----------------------------------------------------------------------------------
