@@ -21,7 +21,7 @@ from keyhelper.backend import Backend, Option, Token
 from keyhelper.errors import BackendError, ConfigError, Skip, Unavailable
 
 from .vault_auth import Authenticator, Credential, check_options
-from .vault_http import Settings, VaultHttp, VaultStatus
+from .vault_http import Settings, VaultHttp, VaultStatus, is_loopback, origin, show_origin
 from .vault_kv import MountMemo, detect_mount, duration, payload, table
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,10 @@ class VaultBackend(Backend):
             where = f"backends.{self.name}.addr" if self.config.get("addr") else "$VAULT_ADDR"
             raise ConfigError(f"expected a URL like https://vault:8200, got {addr!r}",
                               key=where)
+        where_to = origin(addr)
+        if where_to is not None and where_to[0] == "http" and not is_loopback(addr):
+            log.warning("vault backend %s: %s is plain http: the Vault token and the key "
+                        "travel unencrypted; use https", self.name, show_origin(where_to))
         verify: bool | str = True
         ca_cert = self.config.get("ca_cert") or env.get("VAULT_CACERT")
         if self.config["tls_skip_verify"]:

@@ -1,5 +1,6 @@
 """Talking to Vault: hvac's adapter, per-call timeouts inside the run's deadline, bounded
-retries, and transport failures turned into one-line errors.
+retries, redirects followed by hand (same origin only), and transport failures turned into
+one-line errors.
 
 Responses are inspected here rather than through hvac's exceptions, whose text carries the
 request URL and the raw body; messages are built from the status and Vault's own ``errors``
@@ -8,16 +9,22 @@ list only, so no token or secret can end up in them.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin, urlsplit
 
 from keyhelper import redact
 from keyhelper.backend import Context
 from keyhelper.errors import BackendError, DeadlineExceeded
+
+if TYPE_CHECKING:
+    import requests as requests_mod
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +35,9 @@ DEADLINE_MARGIN = 0.3
 MIN_CALL_SECONDS = 0.05
 MAX_BACKOFF = 1.0
 MAX_DETAIL = 160
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 3
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True)
@@ -77,14 +87,17 @@ class VaultHttp:
         self.settings = settings
         self.context = context
         self.requests = requests
-        session = requests.Session()
+        self.session = session = _no_redirect_session()
         # No ~/.netrc credentials or proxy variables: only what the configuration says.
         session.trust_env = False
         # Set on the session first: hvac takes a given session's verify and cert over its own.
         session.verify = settings.verify
         session.cert = settings.cert
+        # Redirects are followed in _send, same origin only: requests would keep X-Vault-Token
+        # and re-send login bodies to any host, https -> http included.
         self.adapter = RawAdapter(base_uri=settings.addr, namespace=settings.namespace,
-                                  verify=settings.verify, cert=settings.cert, session=session)
+                                  verify=settings.verify, cert=settings.cert, session=session,
+                                  allow_redirects=False)
         if settings.verify is False:
             import urllib3
 
@@ -129,14 +142,33 @@ class VaultHttp:
 
     def _once(self, method: str, path: str, *, token: str | None,
               json: Mapping[str, Any] | None, params: Mapping[str, str] | None) -> dict[str, Any]:
+        self.adapter.token = token
+        try:
+            return _body(self._send(method, path, json, params,
+                                    "the token" if token else "the login credentials"))
+        finally:
+            self.adapter.token = None
+
+    def _send(self, method: str, path: str, json: Mapping[str, Any] | None,
+              params: Mapping[str, str] | None, carried: str) -> Any:
+        """The response to one request, after same-origin redirects (``carried`` says what
+        would leak to another origin)."""
         connect, read = self._timeouts()
         exc_mod = self.requests.exceptions
-        self.adapter.token = token
         try:
             response = self.adapter.request(method, f"/v1/{path}", raise_exception=False,
                                             json=dict(json) if json is not None else None,
                                             params=dict(params) if params else None,
                                             timeout=(connect, read))
+            hops = 0
+            while (target := self._redirect(response, carried)) is not None:
+                hops += 1
+                if hops > MAX_REDIRECTS:
+                    raise BackendError(f"Vault at {self.settings.addr} redirected more than "
+                                       f"{MAX_REDIRECTS} times; not followed further")
+                connect, read = self._timeouts()
+                response = self.session.send(_redirected(response, target),
+                                             allow_redirects=False, timeout=(connect, read))
         except exc_mod.SSLError as exc:
             reason = _ssl_reason(exc)
             hint = " (check ca_cert / $VAULT_CACERT)" if "verify" in reason else ""
@@ -157,15 +189,100 @@ class VaultHttp:
         except exc_mod.RequestException as exc:
             raise BackendError(f"request to Vault at {self.settings.addr} failed "
                                f"({type(exc).__name__})") from None
-        finally:
-            self.adapter.token = None
-        return _body(response)
+        return response
+
+    def _redirect(self, response: Any, carried: str) -> str | None:
+        """Where a redirect points, if it may be followed: None when ``response`` is not a
+        redirect; an error when it leaves the origin (another host or port, or a scheme
+        change: https -> http would also send everything in clear). Only scheme, host and
+        port are shown: the path and query may carry secrets."""
+        if response.status_code not in REDIRECTS or "location" not in response.headers:
+            return None
+        url = str(response.url)
+        here = origin(url)
+        target = urljoin(url, str(response.headers["location"]))
+        there = origin(target)
+        if here is None or there is None:
+            raise BackendError(f"Vault at {self.settings.addr} redirected to an address that "
+                               "is not an http(s) URL; not followed")
+        if there != here:
+            why = ("a downgrade to plain http" if (here[0], there[0]) == ("https", "http")
+                   else "another origin")
+            raise BackendError(f"Vault at {show_origin(here)} redirected to "
+                               f"{show_origin(there)} ({why}); not followed: {carried} "
+                               "would go there")
+        response.close()
+        return target
 
 
 class _Retryable(Exception):
     def __init__(self, error: BackendError):
         self.error = error
         super().__init__(error.message)
+
+
+def _no_redirect_session() -> requests_mod.Session:
+    """A requests session that never follows a redirect, whatever ``allow_redirects`` a
+    caller (hvac) passes: requests asks get_redirect_target() before each hop."""
+    import requests
+
+    class NoRedirectSession(requests.Session):
+        def get_redirect_target(self, resp: requests.Response) -> str | None:
+            return None
+
+    return NoRedirectSession()
+
+
+def _redirected(response: Any, target: str) -> Any:
+    """The request to send to ``target`` (same origin) for a redirect ``response``, with the
+    method and body HTTP gives it: 307 and 308 keep both; 301, 302 and 303 turn anything but
+    GET and HEAD into a GET without a body (as browsers, curl and Go do)."""
+    request = response.request.copy()
+    request.prepare_url(target, {})
+    if response.status_code in (301, 302, 303) and request.method not in ("GET", "HEAD"):
+        request.method = "GET"
+        request.body = None
+        for name in ("Content-Type", "Content-Length", "Transfer-Encoding"):
+            request.headers.pop(name, None)
+    return request
+
+
+Origin = tuple[str, str, int]
+
+
+def origin(url: str) -> Origin | None:
+    """(scheme, host, port) of an http(s) URL, the port made explicit; None for others."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
+    return scheme, parts.hostname, port or DEFAULT_PORTS[scheme]
+
+
+def show_origin(where: Origin) -> str:
+    """scheme://host:port, for messages; the host comes from a server, so only plain
+    host-name characters are shown."""
+    scheme, host, port = where
+    host = re.sub(r"[^A-Za-z0-9._:%-]", "?", host)[:100]
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def is_loopback(addr: str) -> bool:
+    """Whether a Vault address names this machine: localhost, 127.0.0.0/8 or ::1 (also as
+    an IPv4-mapped IPv6 address). Other names are not resolved: DNS could say anything."""
+    host = (urlsplit(addr).hostname or "").rstrip(".")
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
 
 
 def _body(response: Any) -> dict[str, Any]:
