@@ -232,3 +232,15 @@ def test_a_new_log_is_0600_under_umask_000(tmp_path: Path) -> None:
         os.umask(previous)
     for name in ("audit.jsonl", "audit.jsonl.1", "audit.jsonl.lock"):
         assert stat.S_IMODE((logs / name).stat().st_mode) == 0o600, name
+
+
+def test_the_user_field_never_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A uid without an account (a container's) is logged as its number, not as $USER."""
+    monkeypatch.setenv("USER", "someoneelse")
+    monkeypatch.setenv("LOGNAME", "someoneelse")
+    assert _audit_lean._user() == pwd.getpwuid(os.getuid()).pw_name
+    unknown = 54321
+    with pytest.raises(KeyError):
+        pwd.getpwuid(unknown)
+    monkeypatch.setattr(os, "getuid", lambda: unknown)  # in process: no such account exists
+    assert _audit_lean._user() == "54321"

@@ -268,6 +268,19 @@ def test_empty_user_option_is_a_config_error(write_config: WriteConfig, tmp_path
                           "login name, got an empty string\n")
 
 
+def test_login_name_of_a_uid_without_an_account_is_unknown(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not $USER then: the jwt backend asks for its user option instead."""
+    from keyhelper.backend import login_name
+
+    assert login_name({"USER": SOMEONE_ELSE, "LOGNAME": SOMEONE_ELSE}) == USER
+    unknown = 54321
+    with pytest.raises(KeyError):
+        pwd.getpwuid(unknown)
+    monkeypatch.setattr(os, "getuid", lambda: unknown)  # in process: no such account exists
+    assert login_name({"USER": SOMEONE_ELSE, "LOGNAME": SOMEONE_ELSE}) is None
+
+
 # --- caching around exp ------------------------------------------------------------------------
 
 def test_real_script_reuses_the_cached_token(write_config: WriteConfig, tmp_path: Path,
