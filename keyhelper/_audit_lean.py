@@ -10,12 +10,20 @@ concurrent processes never interleave. Rotation (rename ``path`` to ``path.1`` .
 under an ``flock`` on ``path.lock`` and only if ``path`` is still the file this process
 wrote to, so two processes never rotate the same file twice. A line written through a
 descriptor opened just before a rotation lands in ``path.1``: it is kept, not lost.
+
+Trust: the log is opened without following a symlink and without blocking (a FIFO planted
+at its path must not hang a hit, which has no deadline), then checked on the descriptor: a
+regular file of this user with one link. Its directory must be this user's or root's and not
+writable by others, unless it is root's and sticky (like /tmp), where only this user's files
+are used. The lock file and the rotated names get the same checks; a refusal is ``Unsafe``.
 """
 
 from __future__ import annotations
 
 import os
 import time
+
+from keyhelper import _lean
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -43,8 +51,14 @@ DEFAULT_KEEP = 5
 DEFAULT_SYSLOG_SOCKET = "/dev/log"
 SYSLOG_PRIORITY = 10 * 8 + 6  # facility authpriv (10), severity info (6)
 FINGERPRINT_DIGITS = 12
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_SAFE_FLAGS = (getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+               | getattr(os, "O_CLOEXEC", 0))
+_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | _SAFE_FLAGS
+# The directory itself may be a symlink (~/.local/state to elsewhere): what it leads to is checked.
+_DIR_FLAGS = (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NONBLOCK", 0)
+              | getattr(os, "O_CLOEXEC", 0))
+# Names opened, checked and renamed relative to the directory's descriptor (not on Windows).
+_AT = _lean._DIR_FD and os.stat in os.supports_dir_fd and os.rename in os.supports_dir_fd
 
 
 def fingerprint(secret: str) -> str:
@@ -94,13 +108,15 @@ def format_line(fields: Mapping[str, object]) -> bytes:
 
 
 def _user() -> str:
+    """The account of the process's uid; the environment only where the OS has no pwd."""
     try:
         import pwd
-
+    except ImportError:  # pragma: no cover - Windows
+        return os.environ.get("USERNAME") or "?"
+    try:
         return pwd.getpwuid(os.getuid()).pw_name
-    except (ImportError, KeyError, OSError):
-        return os.environ.get("USER") or os.environ.get("USERNAME") or str(
-            getattr(os, "getuid", lambda: "?")())
+    except KeyError:  # a uid without an account (a container): the number, not $USER
+        return str(os.getuid())
 
 
 def _host() -> str:
@@ -143,65 +159,179 @@ def decode_field(text: str) -> str:
 
 # --- writing ------------------------------------------------------------------------------
 
-def _open_append(path: str) -> int:
-    """Open for appending without following a symlink; a new file is created 0600."""
+class Unsafe(OSError):
+    """The log, its directory, its lock or a rotated file is not safe to use (says why)."""
+
+
+class NotRotated(OSError):
+    """The line was written, but the full log could not be rotated (says why)."""
+
+
+def _dir_problem(st: os.stat_result) -> str | None:
+    if not _lean._is_dir(st.st_mode):
+        return "is not a directory"
+    if not _lean._POSIX:
+        return None
+    if st.st_uid not in (os.getuid(), 0):
+        return f"is owned by another user: uid {st.st_uid}"
+    sticky_root = bool(st.st_mode & 0o1000) and st.st_uid == 0  # like /tmp: others cannot
+    if st.st_mode & 0o022 and not sticky_root:  # rename or remove this user's files
+        return f"is writable by group or others: mode {st.st_mode & 0o7777:o}"
+    return None
+
+
+def _file_problem(st: os.stat_result) -> str | None:
+    if (st.st_mode & 0o170000) != 0o100000:
+        return "is not a regular file"
+    if _lean._POSIX and st.st_uid != os.getuid():
+        return f"is owned by another user: uid {st.st_uid}"
+    if st.st_nlink > 1:  # another name for it may be any file of this user's
+        return f"has {st.st_nlink} hard links"
+    return None
+
+
+def open_dir(path: str) -> tuple[int | None, str]:
+    """The checked directory of ``path`` as a descriptor to open names in, and the name.
+
+    Where the OS has no ``openat`` (Windows) the descriptor is None and the name is ``path``.
+    """
+    directory, name = os.path.split(path)
+    if not _AT:
+        return None, path
+    fd = os.open(directory or os.sep, _DIR_FLAGS)
     try:
-        return os.open(path, _APPEND_FLAGS)
+        problem = _dir_problem(os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    if problem is not None:
+        os.close(fd)
+        raise Unsafe(f"{directory} {problem}")
+    return fd, name
+
+
+def _lstat(name: str, dir_fd: int | None) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
-        pass
+        return None
+
+
+def _open(name: str, flags: int, dir_fd: int | None, create: bool) -> int:
     try:
-        fd = os.open(path, _APPEND_FLAGS | os.O_CREAT | os.O_EXCL, 0o600)
+        return os.open(name, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    try:
+        fd = os.open(name, flags | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dir_fd)
     except FileExistsError:  # another process created it first
-        return os.open(path, _APPEND_FLAGS)
+        return os.open(name, flags, dir_fd=dir_fd)
     if hasattr(os, "fchmod"):
-        os.fchmod(fd, 0o600)  # whatever the umask
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+        except BaseException:
+            os.close(fd)
+            raise
     return fd
+
+
+def open_checked(name: str, flags: int, dir_fd: int | None, shown: str,
+                 create: bool = False) -> int:
+    """``name`` (in ``dir_fd``) opened with ``flags``, a regular file of this user's with
+    one link (a new one is created 0600 when ``create``); Unsafe otherwise."""
+    try:
+        fd = _open(name, flags, dir_fd, create)
+    except OSError:
+        # Say why in plain words where the error does not: a FIFO without a reader gives
+        # ENXIO (a symlink's ELOOP and a directory's EISDIR say it already).
+        st = _lstat(name, dir_fd)
+        if st is not None and (st.st_mode & 0o170000) not in (0o100000, 0o040000, 0o120000):
+            raise Unsafe(f"{shown} is not a regular file") from None
+        raise
+    try:
+        problem = _file_problem(os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    if problem is not None:
+        os.close(fd)
+        raise Unsafe(f"{shown} {problem}")
+    return fd
+
+
+def open_for_reading(path: str) -> int:
+    """The log opened for reading (``keyhelper doctor``), with the writer's checks."""
+    dir_fd, name = open_dir(path)
+    try:
+        return open_checked(name, os.O_RDONLY | _SAFE_FLAGS, dir_fd, path)
+    finally:
+        if dir_fd is not None:
+            os.close(dir_fd)
 
 
 def append(path: str, line: bytes, max_bytes: int = DEFAULT_MAX_BYTES,
            keep: int = DEFAULT_KEEP) -> None:
     """Append one line (one write), then rotate if the file reached ``max_bytes``."""
-    fd = _open_append(path)
+    dir_fd, name = open_dir(path)
     try:
-        os.write(fd, line)
-        if max_bytes > 0 and os.fstat(fd).st_size >= max_bytes:
-            rotate(path, fd, max_bytes, keep)
+        fd = open_checked(name, _APPEND_FLAGS, dir_fd, path, create=True)
+        try:
+            os.write(fd, line)
+            if max_bytes > 0 and os.fstat(fd).st_size >= max_bytes:
+                try:
+                    rotate(dir_fd, name, path, fd, max_bytes, keep)
+                except OSError as exc:
+                    raise NotRotated(exc.strerror or str(exc)) from None
+        finally:
+            os.close(fd)
     finally:
-        os.close(fd)
+        if dir_fd is not None:
+            os.close(dir_fd)
 
 
-def rotate(path: str, fd: int, max_bytes: int, keep: int) -> None:
+def rotate(dir_fd: int | None, name: str, path: str, fd: int, max_bytes: int,
+           keep: int) -> None:
     """Shift path -> path.1 -> ... -> path.KEEP (the oldest goes), under a lock.
 
+    ``name`` is ``path`` in ``dir_fd`` (the checked directory; None: ``name`` is ``path``).
     Skipped when another process holds the lock (it is rotating) or already rotated the
-    file this process wrote to.
+    file this process wrote to. A rotated name that is not this user's file stops it.
     """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: rotation without the lock
         fcntl = None  # type: ignore[assignment]
-    lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o600)
+    lock_fd = open_checked(name + ".lock", os.O_RDWR | _SAFE_FLAGS, dir_fd, path + ".lock",
+                           create=True)
     try:
         if fcntl is not None:
             try:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return
-        try:
-            current = os.lstat(path)
-        except FileNotFoundError:
+        current = _lstat(name, dir_fd)
+        if current is None:
             return
         mine = os.fstat(fd)
         if (current.st_dev, current.st_ino) != (mine.st_dev, mine.st_ino):
             return  # rotated by another process since this one opened it
         if current.st_size < max_bytes:
             return
-        for index in range(max(keep, 1) - 1, 0, -1):
+        suffixes = [f".{index}" for index in range(1, max(keep, 1) + 1)]
+        names = [name + suffix for suffix in suffixes]
+        for rotated, suffix in zip(names, suffixes, strict=True):
+            st = _lstat(rotated, dir_fd)
+            problem = None if st is None else _file_problem(st)
+            if problem is not None:
+                raise Unsafe(f"{path}{suffix} {problem}")
+        for index in range(len(names) - 1, 0, -1):
             try:  # noqa: SIM105 - contextlib is not imported on the hit path
-                os.replace(f"{path}.{index}", f"{path}.{index + 1}")
+                os.replace(names[index - 1], names[index], src_dir_fd=dir_fd,
+                           dst_dir_fd=dir_fd)
             except FileNotFoundError:
                 pass
-        os.replace(path, path + ".1")
+        os.replace(name, names[0], src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     finally:
         os.close(lock_fd)  # closing releases the flock
 

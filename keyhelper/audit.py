@@ -77,14 +77,24 @@ def record(settings_raw: Mapping[str, Any], profile: str | None, result: Any,
         profile, result.backend, cache, result.token.value, result.token.expires_at))
     try:
         _audit_lean.write(line, audit.extra())
+    except _audit_lean.NotRotated as exc:
+        log.warning("audit log not rotated (%s)", exc)
     except (OSError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        log.warning("audit log not written (%s)", reason)
+        log.warning("audit log not written (%s)", _reason(exc))
+
+
+def _reason(exc: Exception) -> str:
+    """An OSError's own words ("Is a directory"), or why the log was refused (Unsafe)."""
+    return getattr(exc, "strerror", None) or str(exc)
 
 
 def tail(path: str, count: int) -> list[dict[str, Any] | None]:
-    """The last ``count`` lines of the log, parsed (None for a line that is not JSON)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    """The last ``count`` lines of the log, parsed (None for a line that is not JSON).
+
+    Opened as the writer opens it (no symlink, no blocking on a FIFO, this user's regular
+    file in a directory others cannot write), so no one else's lines are shown as ours.
+    """
+    fd = _audit_lean.open_for_reading(path)
     try:
         size = os.fstat(fd).st_size
         os.lseek(fd, max(0, size - TAIL_BYTES), os.SEEK_SET)
@@ -121,7 +131,7 @@ def describe(raw: Mapping[str, Any], count: int = DOCTOR_LINES) -> list[str]:
     except FileNotFoundError:
         return [*lines, "  no entries yet"]
     except OSError as exc:
-        return [*lines, f"  cannot read it ({exc.strerror})"]
+        return [*lines, f"  cannot read it ({_reason(exc)})"]
     if not entries:
         lines.append("  no entries yet")
     for entry in entries:

@@ -175,19 +175,22 @@ def option_fits(value: Any, spec: Option) -> bool:
 
 # --- helpers for backends -------------------------------------------------------------------
 
-LOGIN_VARS = ("LOGNAME", "USER", "LNAME", "USERNAME")  # getpass.getuser()'s order
+# Variables the login name is read from: none where the OS can say whose the process is
+# ($LOGNAME and $USER are whatever the caller set); %USERNAME% on Windows, which has no pwd.
+LOGIN_VARS: tuple[str, ...] = ("USERNAME",) if os.name == "nt" else ()
 
 
 def login_name(env: Mapping[str, str]) -> str | None:
-    """The login name, as getpass.getuser() finds it, but from the run's environment."""
-    for var in LOGIN_VARS:
-        if env.get(var):
-            return env[var]
-    try:
-        import pwd
+    """The login name of the account the process runs as (its uid), never $LOGNAME or $USER;
+    on Windows %USERNAME% of the run's environment, as getpass.getuser() reads it there.
+    None for a uid without an account (a container's)."""
+    if os.name == "nt":
+        return env.get("USERNAME") or None
+    import pwd
 
+    try:
         return pwd.getpwuid(os.getuid()).pw_name
-    except (ImportError, KeyError):
+    except KeyError:
         return None
 
 

@@ -3,6 +3,10 @@
 Merges into the existing file (every other setting kept), writes atomically with a backup of
 the previous version, does nothing when the file already says the same, and can show the
 change without writing it.
+
+The settings name a command Claude Code runs: whoever can write them runs code as the user.
+So a missing ``.claude`` directory is created 0700 whatever the umask, and a directory or
+settings file that another user owns or can write is refused, never written into.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import os
 import shlex
 import shutil
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -23,10 +28,15 @@ from keyhelper.errors import ConfigError
 
 Echo = Callable[[str], None]
 
+_POSIX = os.name == "posix"
+_READ_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+               | getattr(os, "O_CLOEXEC", 0))
+
 PROJECT_WARNING = (
     "warning: a project's .claude/settings.json apiKeyHelper runs without any trust prompt "
     "in -p mode for anyone who opens the project (anthropics/claude-code issue 90236); "
     "prefer --scope user, and never commit a helper you would not run yourself.")
+TOO_DEEP = "nested too deeply to be Claude Code settings; fix it or move it away first"
 
 
 @dataclass(frozen=True)
@@ -70,17 +80,87 @@ def helper_command(command: str, profile: str | None, config: str | None,
     return shlex.join(argv)
 
 
+def unsafe(st: os.stat_result, path: str, mode: int) -> str | None:
+    """Why another user could change ``path`` (owner, group or others' write), or None.
+    ``mode`` is the one to suggest."""
+    if not _POSIX:
+        return None
+    if st.st_uid != os.getuid():
+        return f"owned by another user (uid {st.st_uid}); move it away, then run setup again"
+    current = stat.S_IMODE(st.st_mode)
+    if current & 0o022:
+        who = "others" if current & 0o002 else "its group"
+        return f"writable by {who} (mode {current:o}); fix with: chmod {mode:o} {path}"
+    return None
+
+
+def check_dir(directory: str) -> bool:
+    """False when ``directory`` does not exist yet; ConfigError when others could write it."""
+    try:
+        st = os.stat(directory)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise ConfigError(f"cannot inspect it ({exc.strerror})", source=directory) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError("not a directory", source=directory)
+    problem = unsafe(st, directory, 0o700)
+    if problem:
+        raise ConfigError(problem, source=directory)
+    return True
+
+
+def make_dir(directory: str) -> None:
+    """Create ``directory`` 0700 whatever the umask (an existing one is checked instead)."""
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"cannot create it ({exc.strerror})", source=directory) from None
+    else:
+        os.chmod(directory, 0o700)  # the umask may have taken bits away; never adds any
+    check_dir(directory)
+
+
+def read_settings(path: str) -> str | None:
+    """The settings file's text (None: there is none): never through a symlink, never
+    blocking on a FIFO, and only from a regular file of the user's that others cannot write."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if os.path.islink(path):
+            raise ConfigError("a symlink, not followed: put a regular file in its place (or "
+                              "edit the file it points to yourself)", source=path) from None
+        raise ConfigError(f"cannot read it ({exc.strerror})", source=path) from None
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError("not a regular file", source=path)
+        problem = unsafe(st, path, 0o600)
+        if problem:
+            raise ConfigError(problem, source=path)
+        data = handle.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text; fix it or move it away first", source=path) from None
+
+
 def plan(path: str, helper: str, ttl_ms: int | None) -> Plan:
-    before: str | None = None
+    check_dir(os.path.dirname(path))
+    before = read_settings(path)
     settings: dict[str, Any] = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as handle:
-            before = handle.read()
+    if before is not None:
         try:
             loaded = json.loads(before) if before.strip() else {}
         except json.JSONDecodeError as exc:
             raise ConfigError(f"not valid JSON ({exc.msg} at line {exc.lineno}); "
                               "fix it or move it away first", source=path) from None
+        except RecursionError:
+            raise ConfigError(TOO_DEEP, source=path) from None
         if not isinstance(loaded, dict):
             raise ConfigError("expected a JSON object", source=path)
         settings = loaded
@@ -90,12 +170,16 @@ def plan(path: str, helper: str, ttl_ms: int | None) -> Plan:
         if not isinstance(env, dict):
             raise ConfigError("expected a JSON object", source=path, key="env")
         env["CLAUDE_CODE_API_KEY_HELPER_TTL_MS"] = str(ttl_ms)
-    return Plan(path, before, json.dumps(settings, indent=2) + "\n")
+    try:
+        after = json.dumps(settings, indent=2) + "\n"
+    except RecursionError:
+        raise ConfigError(TOO_DEEP, source=path) from None
+    return Plan(path, before, after)
 
 
 def apply(change: Plan, now: float | None = None) -> str | None:
     """Write the new settings; return the backup's path (None when there was no file)."""
-    os.makedirs(os.path.dirname(change.path), exist_ok=True)
+    make_dir(os.path.dirname(change.path))
     backup = None
     if change.before is not None:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))

@@ -56,11 +56,12 @@ class JwtBackend(Backend):
         "kid": Option(str, help="key id header (default: RFC 7638 thumbprint of a public key)"),
         "issuer": Option(str, help="iss claim"),
         "audience": Option((str, list), help="aud claim: a string or a list"),
-        "subject": Option(str, help="sub claim (default: the login name); placeholders apply"),
+        "user": Option(str, help="user claim and {user} (default: the login name of the "
+                                 "account keyhelper runs as)"),
+        "subject": Option(str, help="sub claim (default: the user); placeholders apply"),
         "ttl": Option((int, float), 3600, help="seconds from iat to exp"),
         "claims": Option(dict, help="extra claims; strings may use {user} {host} {profile}"),
     }
-    env_vars = LOGIN_VARS  # the default user and sub claims come from them
 
     @classmethod
     def check_available(cls) -> None:
@@ -97,12 +98,18 @@ class JwtBackend(Backend):
             problem = _claim_problem(value)
             if problem:
                 raise fail(f"claims.{name}", problem)
+        if result["user"] is not None and not result["user"].strip():
+            raise fail("user", "expected a login name, got an empty string")
         if result["subject"] is not None:
             problem = _template_problem(result["subject"])
             if problem:
                 raise fail("subject", problem)
         result["claims"] = claims
         return result
+
+    def watched_env(self) -> tuple[str, ...]:
+        """Where the default user comes from the environment (Windows only), it keys the cache."""
+        return LOGIN_VARS if self.config["user"] is None else ()
 
     # --- minting --------------------------------------------------------------------------
 
@@ -138,7 +145,8 @@ class JwtBackend(Backend):
                                "sub": str(payload["sub"])})
 
     def placeholder_values(self) -> dict[str, str]:
-        values = {"user": user_name(self.context.env), "host": "",
+        user = self.config["user"] or user_name(self.context.env)
+        values = {"user": user, "host": "",
                   "profile": self.context.profile or ""}
         if _uses_host(self.config):
             import socket
@@ -355,9 +363,12 @@ def _b64_int(value: int) -> str:
 # --- claims -------------------------------------------------------------------------------
 
 def user_name(env: Mapping[str, str]) -> str:
+    """The login name of the account keyhelper runs as: not $LOGNAME or $USER, which any
+    caller (a project's settings env block) could set to be someone else."""
     name = login_name(env)
     if name is None:
-        raise BackendError("cannot tell the login name for the user claim: set $USER")
+        raise BackendError("cannot tell the login name for the user claim: set the "
+                           "backend's user option")
     return name
 
 

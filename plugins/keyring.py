@@ -24,7 +24,7 @@ class KeyringBackend(Backend):
     options: ClassVar = {
         "service": Option(str, "keyhelper", help="the keyring entry's service name"),
         "username": Option(str, None, help="the keyring entry's user name (default: the "
-                                           "login name)"),
+                                           "login name of the account keyhelper runs as)"),
         "keyring_backend": Option(str, None, help="force one python-keyring backend, e.g. "
                                                   '"keyring.backends.SecretService.Keyring"'),
         "timeout": Option(float, 3.0, help="seconds for each keyring call"),
@@ -49,6 +49,7 @@ class KeyringBackend(Backend):
         return result
 
     def watched_env(self) -> tuple[str, ...]:
+        """Where the default username comes from the environment (Windows only)."""
         return LOGIN_VARS if self.config["username"] is None else ()
 
     @property

@@ -155,9 +155,11 @@ def test_command_runs_without_a_shell() -> None:
     assert run_command(["echo", "$HOME;x"]).value == "$HOME;x"
 
 
-def test_command_sees_the_environment() -> None:
-    assert run_command(["sh", "-c", "echo $GATEWAY_TOKEN"],
-                       {"GATEWAY_TOKEN": KEY}).value == KEY
+def test_command_sees_the_variables_it_names() -> None:
+    backend = make(CommandBackend, {"command": ["sh", "-c", "echo $GATEWAY_TOKEN"],
+                                    "env": ["GATEWAY_TOKEN"]}, {**PATH_ENV, "GATEWAY_TOKEN": KEY})
+    assert backend.fetch().value == KEY
+    assert backend.watched_env() == ("GATEWAY_TOKEN",)
 
 
 def test_command_stdin_is_closed() -> None:
@@ -208,7 +210,7 @@ def test_command_timeout_and_deadline() -> None:
     ({"command": ["op", 1]}, "backends.b.command: expected a list of strings, got list"),
     ({"command": ["op"], "timeout": "5"}, "backends.b.timeout: expected a number, got str"),
     ({"command": ["op"], "shell": True}, "backends.b.shell: unknown option (known: command, "
-                                         "timeout)"),
+                                         "env, timeout)"),
 ])
 def test_command_options_are_validated(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as caught:

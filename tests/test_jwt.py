@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import socket
 import subprocess
@@ -40,14 +41,16 @@ from keyhelper.errors import Unavailable
 
 T0 = 1_900_000_000  # 2030-03-17 17:46:40 UTC, a whole second
 JTI = re.compile(r"^[A-Za-z0-9_-]{22}$")
-USER = "alice"
+USER = pwd.getpwuid(os.getuid()).pw_name  # the account the tests run as ("root" in CI)
+SOMEONE_ELSE = "someoneelse"
 ALL_ALGORITHMS = "HS256, HS384, HS512, RS256, RS384, RS512, PS256, ES256, ES384, EdDSA"
 
 
 @pytest.fixture(autouse=True)
 def login_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LOGNAME", USER)
-    monkeypatch.setenv("USER", USER)
+    """Every test also shows that $LOGNAME and $USER do not make the user claim."""
+    monkeypatch.setenv("LOGNAME", SOMEONE_ELSE)
+    monkeypatch.setenv("USER", SOMEONE_ELSE)
 
 
 @pytest.fixture
@@ -222,16 +225,60 @@ def test_profile_placeholder_without_a_profile_is_empty(
     assert verify(run.stdout.strip(), verifying_key("HS256"), "HS256")[1]["scope"] == "p:"
 
 
-def test_user_claim_follows_the_login_name_and_may_be_overridden(
-        write_config: WriteConfig, tmp_path: Path) -> None:
+def test_user_claim_is_the_os_account_not_logname_or_user(
+        write_config: WriteConfig, tmp_path: Path, cache_dir: Path) -> None:
+    """$LOGNAME/$USER may be set by any caller (a project's settings env block): ignored."""
     key_file = write_key_file(tmp_path / "hs.key", signing_material("HS256"))
     jwt_config(write_config, key_file, "HS256")
-    run = keyhelper("--backend", "jwt", env={"LOGNAME": "bob", "USER": "bob"})
-    assert unverified(run.stdout.strip())[1]["user"] == "bob"
-    jwt_config(write_config, key_file, "HS256", '[backends.jwt.claims]\nuser = "svc-{user}"\n')
-    run = keyhelper("--backend", "jwt", env={"LOGNAME": "bob"})
+    run = keyhelper("--backend", "jwt", "--no-cache",
+                    env={"LOGNAME": SOMEONE_ELSE, "USER": SOMEONE_ELSE})
+    assert run.returncode == 0, run.stderr
     _, claims = unverified(run.stdout.strip())
-    assert (claims["user"], claims["sub"]) == ("svc-bob", "bob")
+    assert (claims["user"], claims["sub"]) == (USER, USER)
+    # Nor do they key the cache: another $LOGNAME is served the same cached token.
+    first = keyhelper("--backend", "jwt", env={"LOGNAME": "a", "USER": "a"})
+    second = keyhelper("--backend", "jwt", env={"LOGNAME": "b", "USER": "b"})
+    assert first.returncode == second.returncode == 0
+    assert second.stdout == first.stdout
+    assert entry_fields(entry_path(cache_dir))["env_names"] == ""
+
+
+def test_user_option_sets_the_user_claim_and_placeholder(write_config: WriteConfig,
+                                                         tmp_path: Path) -> None:
+    key_file = write_key_file(tmp_path / "hs.key", signing_material("HS256"))
+    jwt_config(write_config, key_file, "HS256",
+               'user = "alice"\n[backends.jwt.claims]\norigin = "{user}@dev"\n')
+    run = keyhelper("--backend", "jwt", env={"LOGNAME": SOMEONE_ELSE})
+    assert run.returncode == 0, run.stderr
+    _, claims = unverified(run.stdout.strip())
+    assert (claims["user"], claims["sub"], claims["origin"]) == ("alice", "alice", "alice@dev")
+    jwt_config(write_config, key_file, "HS256",
+               'user = "alice"\n[backends.jwt.claims]\nuser = "svc-{user}"\n')
+    run = keyhelper("--backend", "jwt", "--no-cache")
+    _, claims = unverified(run.stdout.strip())
+    assert (claims["user"], claims["sub"]) == ("svc-alice", "alice")
+
+
+def test_empty_user_option_is_a_config_error(write_config: WriteConfig, tmp_path: Path) -> None:
+    key_file = write_key_file(tmp_path / "hs.key", signing_material("HS256"))
+    path = jwt_config(write_config, key_file, "HS256", 'user = " "\n')
+    run = keyhelper("--backend", "jwt")
+    assert (run.returncode, run.stdout) == (2, "")
+    assert run.stderr == (f"keyhelper: config error: {path}: backends.jwt.user: expected a "
+                          "login name, got an empty string\n")
+
+
+def test_login_name_of_a_uid_without_an_account_is_unknown(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not $USER then: the jwt backend asks for its user option instead."""
+    from keyhelper.backend import login_name
+
+    assert login_name({"USER": SOMEONE_ELSE, "LOGNAME": SOMEONE_ELSE}) == USER
+    unknown = 54321
+    with pytest.raises(KeyError):
+        pwd.getpwuid(unknown)
+    monkeypatch.setattr(os, "getuid", lambda: unknown)  # in process: no such account exists
+    assert login_name({"USER": SOMEONE_ELSE, "LOGNAME": SOMEONE_ELSE}) is None
 
 
 # --- caching around exp ------------------------------------------------------------------------

@@ -29,14 +29,14 @@ class TestJwtBackendContract(BackendContract, SkipContract, FailureContract):
 
     def configured(self, key: str, tmp_path: Path) -> Setup:
         secret = write_key_file(tmp_path / "hs256.key", key)
-        return Setup({"algorithm": "HS256", "key_file": str(secret)}, env={"LOGNAME": "kit"})
+        return Setup({"algorithm": "HS256", "key_file": str(secret), "user": "kit"})
 
     def unconfigured(self, tmp_path: Path) -> Setup:
         return Setup({"algorithm": "RS256", "key": "signing"})
 
     def failing(self, key: str, tmp_path: Path) -> Setup:
         secret = write_key_file(tmp_path / "hs256.key", key, 0o644)
-        return Setup({"algorithm": "HS256", "key_file": str(secret)}, env={"LOGNAME": "kit"})
+        return Setup({"algorithm": "HS256", "key_file": str(secret), "user": "kit"})
 
     def resolve_other(self, name: str) -> Token:
         raise Skip("$JWT_SIGNING_KEY is not set")

@@ -56,9 +56,9 @@ def jwt_auth(bao: OpenBao, trust: dict[str, Any]) -> str:
 def mint(write_config: WriteConfig, key_file: Path, algorithm: str,
          audience: str = AUDIENCE) -> str:
     write_config(f'[backends.jwt]\nalgorithm = "{algorithm}"\nkey_file = "{key_file}"\n'
-                 f'issuer = "{ISSUER}"\naudience = "{audience}"\n'
+                 f'issuer = "{ISSUER}"\naudience = "{audience}"\nuser = "{USER}"\n'
                  '[backends.jwt.claims]\nteam = "engineering"\n')
-    run = keyhelper("--backend", "jwt", "--no-cache", env={"LOGNAME": USER})
+    run = keyhelper("--backend", "jwt", "--no-cache")
     assert (run.returncode, run.stderr) == (0, ""), run.stderr
     return run.stdout.strip()
 
