@@ -33,6 +33,13 @@ MAX_ENTRY_BYTES = 65536
 MAX_KEY_CHARS = 16384  # the longest key Claude Code sends (as keyhelper.redact)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _POSIX = os.name == "posix"
+# The administrator's policy (keyhelper/policy.py): a fixed place, never from the environment.
+if sys.platform == "darwin":
+    POLICY_PATH = "/Library/Application Support/keyhelper/policy.toml"
+elif os.name == "nt":
+    POLICY_PATH = "C:\\ProgramData\\keyhelper\\policy.toml"
+else:
+    POLICY_PATH = "/etc/keyhelper/policy.toml"
 
 
 class Selection:
@@ -107,9 +114,9 @@ def config_path(selection: Selection, env: Mapping[str, str]) -> tuple[str, bool
         return os.path.abspath(os.path.expanduser(selection.config)), True
     if env.get("KEYHELPER_CONFIG"):
         return os.path.abspath(os.path.expanduser(env["KEYHELPER_CONFIG"])), True
-    if env.get("XDG_CONFIG_HOME"):
+    if _absolute(env, "XDG_CONFIG_HOME"):
         base = env["XDG_CONFIG_HOME"]
-    elif os.name == "nt" and env.get("APPDATA"):
+    elif os.name == "nt" and _absolute(env, "APPDATA"):
         base = env["APPDATA"]
     else:
         base = os.path.join(home(), ".config")
@@ -122,32 +129,41 @@ def cache_dir(env: Mapping[str, str]) -> str:
     if env.get("KEYHELPER_CACHE_DIR"):
         return os.path.abspath(env["KEYHELPER_CACHE_DIR"])
     for var in ("XDG_RUNTIME_DIR", "XDG_CACHE_HOME"):
-        if env.get(var):
+        if _absolute(env, var):
             return os.path.join(env[var], APP)
     if sys.platform == "darwin":
         return os.path.join(home(), "Library", "Caches", APP)
-    if os.name == "nt" and env.get("LOCALAPPDATA"):
+    if os.name == "nt" and _absolute(env, "LOCALAPPDATA"):
         return os.path.join(env["LOCALAPPDATA"], APP, "cache")
     return os.path.join(home(), ".cache", APP)
 
 
+def _absolute(env: Mapping[str, str], var: str) -> bool:
+    """Whether $var is set to an absolute path. The XDG base directory spec: a relative
+    path "should be considered invalid and ignored" (it would mean the caller's cwd, such
+    as a cloned project)."""
+    return os.path.isabs(env.get(var) or "")
+
+
 def file_identity(path: str) -> str:
-    """Changes whenever the file is edited or replaced, without reading it."""
+    """Changes whenever the file is edited or replaced, or its owner or mode changes (a
+    config made unsafe is then a miss, and the full path refuses it), without reading it."""
     try:
         st = os.stat(path)
     except OSError:
         return "absent"
-    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_mode}:{st.st_uid}"
 
 
 def entry_key(selection: Selection, env: Mapping[str, str]) -> str:
-    """Names the cache entry of a selection: its arguments plus its config file's identity.
+    """Names the cache entry of a selection: its arguments plus the identities of its config
+    file and of the administrator's policy (a policy change takes effect on the next call).
 
     Derived from names and file metadata only, never from a secret.
     """
     path, _ = config_path(selection, env)
     parts = ["v1", "\x1f".join(selection.backends), selection.profile or "", path,
-             file_identity(path)]
+             file_identity(path), file_identity(POLICY_PATH)]
     return sha256("\x00".join(parts).encode()).hexdigest()[:32]
 
 

@@ -13,6 +13,7 @@ Plugins register the class in the ``keyhelper.backends`` entry-point group.
 from __future__ import annotations
 
 import abc
+import math
 import os
 import threading
 import time
@@ -137,9 +138,10 @@ class Backend(abc.ABC):
                 result[opt_name] = spec.default
                 continue
             value = options[opt_name]
-            if not option_fits(value, spec):
-                raise ConfigError(f"expected {spec.describe_type()}, got {type(value).__name__}",
-                                  source=source, key=f"{key}.{opt_name}")
+            problem = option_problem(value, spec, type(value).__name__)
+            if problem is not None:
+                where, message = problem
+                raise ConfigError(message, source=source, key=f"{key}.{opt_name}{where}")
             result[opt_name] = float(value) if spec.types is float else value
         return result
 
@@ -158,6 +160,22 @@ class Backend(abc.ABC):
 
 
 def option_fits(value: Any, spec: Option) -> bool:
+    return option_problem(value, spec, "") is None
+
+
+def option_problem(value: Any, spec: Option, got: str) -> tuple[str, str] | None:
+    """Why ``value`` does not fit ``spec``, or None: (where inside the value, e.g. ".a[0]"
+    or "", the message). ``got`` names the value's type in the caller's words."""
+    if not _type_fits(value, spec):
+        return "", f"expected {spec.describe_type()}, got {got}"
+    found = non_finite(value)
+    if found is not None:
+        where, number = found
+        return where, f"expected a finite number, got {number}"
+    return None
+
+
+def _type_fits(value: Any, spec: Option) -> bool:
     types = spec.types if isinstance(spec.types, tuple) else (spec.types,)
     if isinstance(value, bool) and bool not in types:
         return False  # TOML booleans are ints to Python; never accept one as a number
@@ -171,6 +189,25 @@ def option_fits(value: Any, spec: Option) -> bool:
         return all(isinstance(item, spec.item_type) and not (
             isinstance(item, bool) and spec.item_type is not bool) for item in items)
     return True
+
+
+def non_finite(value: Any) -> tuple[str, float] | None:
+    """The first inf or nan in ``value`` (lists and tables searched) and where it is.
+
+    TOML allows them, yet no setting means anything with one (``ttl = nan`` would refetch
+    forever, ``stale_grace = inf`` serve a stale key forever). A loop, not recursion:
+    nesting depth is the file's to choose.
+    """
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return where, item
+        if isinstance(item, dict):
+            stack.extend((f"{where}.{k}", v) for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(item))))
+    return None
 
 
 # --- helpers for backends -------------------------------------------------------------------

@@ -2,25 +2,36 @@
 
 Unknown keys, wrong types and unknown backend names are errors (exit 2) naming the file,
 the key and what was expected. No file at the default location is fine: defaults apply.
+A file others could have written is refused, as OpenSSH refuses its config: it names the
+commands keyhelper runs. The administrator's policy (keyhelper/policy.py) is applied here,
+so the rest of keyhelper sees one effective view.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keyhelper import _lean
-from keyhelper.backend import Option, option_fits
+from keyhelper.backend import Option, option_problem
 from keyhelper.errors import ConfigError
+
+if TYPE_CHECKING:
+    from keyhelper.policy import Policy
 
 DEFAULT_CHAIN = ("env", "keyring")
 DEFAULT_TTL = 300.0
 DEFAULT_DEADLINE = 5.0  # Claude Code warns at 10 s
 DEFAULT_STALE_GRACE = 3600.0
 MAX_CONFIG_BYTES = 1 << 20
+_POSIX = os.name == "posix"
+_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+               | getattr(os, "O_BINARY", 0))
 
 # Settings a profile may override, and the top level may set.
 SETTINGS: dict[str, Option] = {
@@ -75,10 +86,40 @@ class Settings:
     profile: str | None
     backends: Mapping[str, BackendSpec]
     values: Mapping[str, Any] = field(default_factory=dict)
+    # The file's tables as in effect: the policy's [audit] and plugin allowlist applied.
     raw: Mapping[str, Any] = field(default_factory=dict)
+    policy: Policy | None = None
+    # Where each setting (and "plugins", "audit") came from, for doctor; absent: "default".
+    origins: Mapping[str, str] = field(default_factory=dict)
 
     def setting(self, name: str) -> Any:
         return self.values.get(name, SETTINGS[name].default)
+
+    def origin(self, name: str) -> str:
+        return self.origins.get(name, "default")
+
+    def ttl(self, env: Mapping[str, str]) -> tuple[float, str]:
+        """A key's cache life and where it came from: the config, else Claude Code's TTL,
+        else the default; then held within the policy's min_ttl and max_ttl."""
+        value, origin = self.setting("ttl"), self.origin("ttl")
+        if value is None:
+            claude = _lean.claude_ttl(env)
+            value, origin = ((claude, "$CLAUDE_CODE_API_KEY_HELPER_TTL_MS") if claude
+                             else (DEFAULT_TTL, "default"))
+        if self.policy is None:
+            return float(value), origin
+        return self.policy.clamp_ttl(float(value), origin)
+
+    def check_type(self, spec: BackendSpec) -> None:
+        """ConfigError if the policy does not allow this backend's type (checked before
+        the type's code is even imported)."""
+        if self.policy is not None:
+            self.policy.check_type(spec)
+
+    def check_options(self, spec: BackendSpec, options: Mapping[str, Any]) -> None:
+        """ConfigError if the policy does not allow what these options would run."""
+        if self.policy is not None:
+            self.policy.check_command(spec, options)
 
     def spec(self, name: str, source: str = "--backend") -> BackendSpec:
         """The spec of a configured backend, or a built-in type used with its defaults."""
@@ -87,20 +128,113 @@ class Settings:
         return BackendSpec(name, name, {}, source)
 
 
-def read_toml(path: str) -> dict[str, Any]:
+def read_trusted(path: str, *, root_only: bool = False) -> bytes | None:
+    """The bytes of a file no one but its owner could have written; None if it is absent.
+
+    ConfigError (naming the file) when it is not a regular file, or on POSIX when it is not
+    owned by you or root (root alone with ``root_only``), or it or a directory above it is
+    writable by group or others, a sticky root-owned directory such as /tmp excepted (as
+    OpenSSH's safe_path). A symlink is resolved first and every directory of both the path
+    and its target checked; the file is then opened without following a link or blocking
+    on a FIFO, and checked on the descriptor that is read (no swap after the check).
+    """
+    real = os.path.realpath(path)
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
+        fd = os.open(real, _OPEN_FLAGS)
+    except FileNotFoundError:
+        return None
     except OSError as exc:
         raise ConfigError(f"cannot read it ({exc.strerror})", source=path) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError("not a regular file", source=path)
+        owners = _Owners(root_only)
+        problem = _unsafe(st, owners, path, "") or _unsafe_directories(path, real, owners)
+        if problem is not None:
+            raise ConfigError(problem, source=path)
+        return _read_at_most(fd, MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read it ({exc.strerror})", source=path) from None
+    finally:
+        os.close(fd)
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = os.read(fd, limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+class _Owners:
+    """Who may own a trusted file and its directories: you or root, or root alone."""
+
+    def __init__(self, root_only: bool):
+        self.uids = {0} if root_only or not _POSIX else {0, os.getuid()}
+        self.described = "root" if root_only else "you or root"
+
+
+def _unsafe(st: os.stat_result, owners: _Owners, path: str, what: str) -> str | None:
+    """Why a file (``what`` "") or directory (``what`` "directory PATH is ") cannot be
+    trusted, or None. Owner and mode exist on POSIX only; elsewhere None."""
+    if not _POSIX:
+        return None
+    if st.st_uid not in owners.uids:
+        return f"{what}owned by {_user(st.st_uid)}, not by {owners.described}"
+    sticky_root = bool(what) and st.st_uid == 0 and bool(st.st_mode & stat.S_ISVTX)
+    if st.st_mode & 0o022 and not sticky_root:
+        return (f"{what}writable by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
+                f"run: chmod go-w {shlex.quote(path)}")
+    return None
+
+
+def _unsafe_directories(path: str, real: str, owners: _Owners) -> str | None:
+    """The first directory above the file (as named, and after links) others could write."""
+    if not _POSIX:
+        return None
+    checked: set[str] = set()
+    for start in (os.path.dirname(os.path.abspath(path)), os.path.dirname(real)):
+        directory = start
+        while directory not in checked:  # up to "/", whose parent is itself
+            checked.add(directory)
+            try:
+                st = os.stat(directory)
+            except OSError as exc:
+                return f"cannot inspect directory {directory} ({exc.strerror})"
+            problem = _unsafe(st, owners, directory, f"directory {directory} is ")
+            if problem is not None:
+                return problem
+            directory = os.path.dirname(directory)
+    return None
+
+
+def _user(uid: int) -> str:
+    try:
+        import pwd
+
+        return f"user {pwd.getpwuid(uid).pw_name!r} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def parse_toml(data: bytes, source: str) -> dict[str, Any]:
     if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError("larger than 1 MiB", source=path)
+        raise ConfigError("larger than 1 MiB", source=source)
     try:
         return tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ConfigError("not UTF-8 text", source=path) from None
+        raise ConfigError("not UTF-8 text", source=source) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML ({exc})", source=path) from None
+        raise ConfigError(f"not valid TOML ({exc})", source=source) from None
+    except RecursionError:  # tomllib recurses once per level of nested lists or tables
+        raise ConfigError("not usable: lists or tables nested too deeply",
+                          source=source) from None
 
 
 def check_table(table: Mapping[str, Any], schema: Mapping[str, Option], *, source: str,
@@ -113,9 +247,10 @@ def check_table(table: Mapping[str, Any], schema: Mapping[str, Option], *, sourc
         if spec is None:
             raise ConfigError(f"unknown key (expected one of: {', '.join(sorted(schema))})",
                               source=source, key=where)
-        if not option_fits(value, spec):
-            raise ConfigError(f"expected {spec.describe_type()}, got {_type_name(value)}",
-                              source=source, key=where)
+        problem = option_problem(value, spec, _type_name(value))
+        if problem is not None:
+            inside, message = problem
+            raise ConfigError(message, source=source, key=where + inside)
         if key in ("ttl", "deadline", "stale_grace") and value <= 0:
             raise ConfigError("expected a positive number of seconds", source=source, key=where)
         if key == "refresh_ahead" and not 0 <= value < 1:
@@ -148,15 +283,17 @@ def _type_name(value: Any) -> str:
 
 
 def load(selection: _lean.Selection, env: Mapping[str, str]) -> Settings:
-    """Read the configuration and apply the selection's chain and profile."""
+    """Read the configuration and apply the selection's chain and profile, under the
+    administrator's policy."""
+    from keyhelper import policy  # it builds on this module's readers and checks
+
+    rules = policy.load()
     path, explicit = _lean.config_path(selection, env)
-    raw: dict[str, Any] = {}
-    source: str | None = None
-    if os.path.exists(path) or explicit:
-        if not os.path.isfile(path):
-            raise ConfigError("no such file", source=path)
-        raw = read_toml(path)
-        source = path
+    data = read_trusted(path)
+    if data is None and explicit:
+        raise ConfigError("no such file", source=path)
+    raw = parse_toml(data, path) if data is not None else {}
+    source = path if data is not None else None
     label = source or "defaults"
     top = check_table(raw, TOP_LEVEL, source=label, prefix="")
     check_table(top.get("plugins", {}), PLUGINS_KEYS, source=label, prefix="plugins.")
@@ -174,6 +311,8 @@ def load(selection: _lean.Selection, env: Mapping[str, str]) -> Settings:
 
     profiles = top.get("profiles", {})
     values = {k: v for k, v in top.items() if k in SETTINGS}
+    effective, origins = policy.apply(rules, top)
+    origins.update({k: "config file" for k in values})
     profile = selection.profile
     if profile is not None and not isinstance(profiles.get(profile), dict):
         known = ", ".join(sorted(profiles)) or "none"
@@ -185,6 +324,7 @@ def load(selection: _lean.Selection, env: Mapping[str, str]) -> Settings:
         checked = check_table(ptable, PROFILE_KEYS, source=label, prefix=f"profiles.{pname}.")
         if pname == profile:
             values.update({k: v for k, v in checked.items() if k in SETTINGS})
+            origins.update({k: f"profile {pname}" for k in checked if k in SETTINGS})
 
     if selection.backends:
         names, where = list(selection.backends), "--backend"
@@ -196,8 +336,8 @@ def load(selection: _lean.Selection, env: Mapping[str, str]) -> Settings:
         names, where = list(DEFAULT_CHAIN), "the default chain"
     if not names:
         raise ConfigError("the chain is empty", source=label, key=where)
-    settings = Settings((), source, profile, backends, values, raw)
+    settings = Settings((), source, profile, backends, values, effective, rules, origins)
     # A name not defined in the file is reported where it was written: the file and key.
     written = where if where == "--backend" else f"{label}: {where}"
     chain = tuple(settings.spec(name, written) for name in names)
-    return Settings(chain, source, profile, backends, values, raw)
+    return Settings(chain, source, profile, backends, values, effective, rules, origins)

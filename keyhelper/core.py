@@ -105,8 +105,10 @@ class Broker:
         return cls
 
     def build(self, spec: config.BackendSpec) -> Backend:
+        self.settings.check_type(spec)  # the policy's, before the type's code is imported
         cls = self.backend_class(spec)
         options = cls.validate(spec.options, source=spec.source, key=f"backends.{spec.name}")
+        self.settings.check_options(spec, options)
         return cls(spec.name, options, self.context)
 
     def fetch_named(self, name: str) -> Token:
@@ -206,8 +208,8 @@ class Broker:
     def make_entry(self, token: Token, backend: str,
                    env_names: Sequence[str]) -> _lean.Entry | None:
         now = self.now()
-        ttl = self.settings.setting("ttl") or _lean.claude_ttl(self.env) or DEFAULT_TTL
-        expires = now + float(ttl)
+        ttl, _ = self.settings.ttl(self.env)
+        expires = now + ttl
         if token.expires_at is not None:
             expires = min(expires, token.expires_at - EXPIRY_MARGIN)
         if expires <= now:

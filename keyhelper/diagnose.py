@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from keyhelper import _lean
+from keyhelper.config import Settings
 from keyhelper.core import Broker
 from keyhelper.errors import EXIT_NO_KEY, EXIT_OK, BackendError, ConfigError
 from keyhelper.failures import FailureLog
-from keyhelper.registry import Registry, allowlist
+from keyhelper.registry import ALLOW_ENV, Registry, allowlist
 
 Echo = Callable[[str], None]
 
@@ -47,6 +49,7 @@ def doctor(selection: _lean.Selection, env: Mapping[str, str], echo: Echo) -> in
             state = f"{left:.0f} s left" if left > 0 else f"expired {-left:.0f} s ago"
             echo(f"cache entry state: {entry.backend} {fingerprint(entry.key)}, {state}")
         report_failures(FailureLog(broker.cache.directory, broker.key), echo)
+    report_settings(settings, env, echo)
     from keyhelper import audit
 
     for line in audit.describe(settings.raw):
@@ -65,6 +68,51 @@ def report_failures(failures: FailureLog, echo: Echo) -> None:
     count, last = failures.stale_count()
     when = "" if last is None else f", last {now - last:.0f} s ago"
     echo(f"stale keys served: {count}{when}")
+
+
+def report_settings(settings: Settings, env: Mapping[str, str], echo: Echo) -> None:
+    """The policy file, and each setting's effective value and where it came from."""
+    policy = settings.policy
+    if policy is None:
+        echo(f"policy file: none ({_lean.POLICY_PATH} does not exist)")
+    else:
+        echo(f"policy file: {policy.path}")
+        for line in policy.describe():
+            echo(line)
+    ttl, origin = settings.ttl(env)
+    echo(f"setting ttl: {ttl:g} s ({origin})")
+    for name, unit in (("deadline", " s"), ("stale_grace", " s"), ("refresh_ahead", ""),
+                       ("rotation_detection", ""), ("cache", "")):
+        echo(f"setting {name}: {_shown(settings.setting(name))}{unit} ({settings.origin(name)})")
+    allow = allowlist(settings.raw.get("plugins"), env)
+    shown = "any plugin" if allow is None else ", ".join(allow) or "none (built-ins only)"
+    origin = settings.origin("plugins")
+    if env.get(ALLOW_ENV) is not None:  # it can only take names off the lists above it
+        origin = (f"${ALLOW_ENV}" if origin == "default" else
+                  f"{origin} and ${ALLOW_ENV}" if "narrowed" in origin else
+                  f"{origin}, narrowed by ${ALLOW_ENV}")
+    echo(f"setting plugin allowlist: {shown} ({origin})")
+    echo(f"setting audit: {_audit_target(settings.raw)} ({settings.origin('audit')})")
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _audit_target(raw: Mapping[str, Any]) -> str:
+    from keyhelper import audit
+
+    target = audit.settings(raw)
+    if target is None:
+        return "off"
+    parts = [target.path] if target.path else []
+    if target.syslog_socket:
+        parts.append(f"syslog {target.syslog_socket}")
+    return ", ".join(parts)
 
 
 def list_backends(env: Mapping[str, str], echo: Echo) -> int:

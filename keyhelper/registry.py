@@ -9,7 +9,7 @@ others. An optional allowlist of distributions keeps unapproved plugins from bei
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -93,17 +93,24 @@ def allowlist(config_plugins: Mapping[str, Any] | None, env: Mapping[str, str]) 
     (comma-separated); None when neither is set (every plugin may load).
 
     When both are set, a distribution must be on both: the environment (which a project's
-    .claude/settings.json can set) may narrow the config's list, never widen it.
+    .claude/settings.json can set) may narrow the config's list, never widen it. The
+    config's list has the administrator's policy applied already (config.Settings.raw).
     """
     from_env = None
     if env.get(ALLOW_ENV) is not None:
         from_env = [d.strip() for d in env[ALLOW_ENV].split(",") if d.strip()]
-    if config_plugins and "allow" in config_plugins:
-        from_config = list(config_plugins["allow"])
-        if from_env is None:
-            return from_config
-        return [d for d in from_config if _norm(d) in {_norm(e) for e in from_env}]
-    return from_env
+    return narrow((config_plugins or {}).get("allow"), from_env)
+
+
+def narrow(outer: Sequence[str] | None, inner: Sequence[str] | None) -> list[str] | None:
+    """The distributions on both allowlists, in ``outer``'s order; None (no list: every
+    plugin may load) only when neither is set. A later list can only take names off."""
+    if outer is None:
+        return None if inner is None else list(inner)
+    if inner is None:
+        return list(outer)
+    names = {_norm(d) for d in inner}
+    return [d for d in outer if _norm(d) in names]
 
 
 def _distribution(ep: metadata.EntryPoint) -> tuple[str, str]:

@@ -81,6 +81,21 @@ def assert_config_error(run_args: tuple[str, ...], expected: str,
     ('[profiles.work]\nchain = ["ghost"]\n', ("-p", "work"),
      f"{{path}}: profiles.work.chain: unknown backend 'ghost' (configured: none; "
      f"types: {TYPES})"),
+    # inf and nan are TOML numbers, but no setting means anything with one
+    ("ttl = nan\n", (), "{path}: ttl: expected a finite number, got nan"),
+    ("stale_grace = inf\n", (), "{path}: stale_grace: expected a finite number, got inf"),
+    ("deadline = +inf\n", (), "{path}: deadline: expected a finite number, got inf"),
+    ("refresh_ahead = -nan\n", (), "{path}: refresh_ahead: expected a finite number, got nan"),
+    ("[profiles.work]\nttl = -inf\n", (),
+     "{path}: profiles.work.ttl: expected a finite number, got -inf"),
+    ('[backends.c]\ntype = "command"\ncommand = ["x"]\ntimeout = inf\n', ("-b", "c"),
+     "{path}: backends.c.timeout: expected a finite number, got inf"),
+    ('[backends.j]\ntype = "jwt"\nkey_file = "/k"\nclaims = {a = [1.0, nan]}\n', ("-b", "j"),
+     "{path}: backends.j.claims.a[1]: expected a finite number, got nan"),
+    ("x = " + "[" * 3000 + "]" * 3000 + "\n", (),
+     "{path}: not usable: lists or tables nested too deeply"),
+    ("[a]\n" + "b = {" * 3000 + "}" * 3000 + "\n", (),
+     "{path}: not usable: lists or tables nested too deeply"),
 ])
 def test_config_errors_exit_2_naming_file_key_and_expectation(
         write_config, text: str, args: tuple[str, ...], expected: str) -> None:
@@ -111,7 +126,7 @@ def test_keyhelper_config_that_does_not_exist(tmp_path: Path) -> None:
 
 
 def test_config_that_is_a_directory(tmp_path: Path) -> None:
-    assert_config_error(("-c", str(tmp_path)), f"{tmp_path}: no such file")
+    assert_config_error(("-c", str(tmp_path)), f"{tmp_path}: not a regular file")
 
 
 def test_no_file_at_the_default_location_is_fine() -> None:
@@ -143,6 +158,39 @@ def test_xdg_config_home_unset_falls_back_to_home(isolated_env: Path,
     target.parent.mkdir(parents=True)
     target.write_text(env_backend_config("HOME_VAR"))
     assert keyhelper(env={"HOME_VAR": "key-home"}).stdout == "key-home\n"
+
+
+@pytest.mark.parametrize("value", ["project-config", "./project-config", "."])
+def test_a_relative_xdg_config_home_is_ignored(isolated_env: Path, tmp_path: Path,
+                                               value: str) -> None:
+    """The XDG spec: a relative path is invalid and ignored. It would mean the caller's
+    working directory: the checkout of a project that sets it in its settings' env."""
+    project = tmp_path / "project"
+    for base in (project / "project-config", project):
+        (base / "keyhelper").mkdir(parents=True, exist_ok=True)
+        (base / "keyhelper" / "config.toml").write_text(env_backend_config("PROJECT_VAR"))
+    home_config = isolated_env / ".config" / "keyhelper" / "config.toml"
+    home_config.parent.mkdir(parents=True)
+    home_config.write_text(env_backend_config("HOME_VAR"))
+    run = keyhelper(env={"XDG_CONFIG_HOME": value, "HOME_VAR": "key-home",
+                         "PROJECT_VAR": "key-project"}, cwd=str(project))
+    assert (run.returncode, run.stdout, run.stderr) == (0, "key-home\n", "")
+
+
+def test_relative_xdg_cache_and_runtime_dirs_are_ignored(write_config, isolated_env: Path,
+                                                         tmp_path: Path) -> None:
+    source = counting_command(tmp_path)
+    write_config('chain = ["vault"]\n' + source.toml("vault"))
+    project = tmp_path / "project"
+    project.mkdir()
+    env = {"KEYHELPER_CACHE_DIR": "", "XDG_RUNTIME_DIR": "run", "XDG_CACHE_HOME": "cache"}
+    for _ in range(2):
+        run = keyhelper(env=env, cwd=str(project))
+        assert (run.returncode, run.stdout, run.stderr) == (0, source.key + "\n", "")
+    assert source.calls == 1  # cached, and found again
+    assert list(project.iterdir()) == []  # nothing in the caller's working directory
+    assert [p.suffix for p in (isolated_env / ".cache" / "keyhelper").glob("*.entry")] == [
+        ".entry"]
 
 
 def test_tilde_in_config_path_expands(isolated_env: Path) -> None:
