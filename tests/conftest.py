@@ -28,6 +28,9 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     monkeypatch.setenv("KEYHELPER_CACHE_DIR", str(tmp_path / "cache"))
+    # In-process runs must not lower this test process's core limit for good (the hard limit
+    # cannot be raised again): the console script in a subprocess is what tests it.
+    monkeypatch.setattr("keyhelper.app.no_core_dumps", lambda: None)
     yield home
 
 
