@@ -245,10 +245,12 @@ def _is_dir(mode: int) -> bool:
 
 
 def read_file_private(path: str, dir_fd: int | None = None) -> bytes | None:
-    """Read a private file: no symlink, regular, ours, 0600 at most. None when not.
+    """Read a private file: no symlink, regular, one name, ours, 0600 at most. None when not.
 
     The checks are made with fstat on the descriptor that is read, so nothing can be
     swapped between check and use; with ``dir_fd`` the name is looked up in that directory.
+    keyhelper writes these files by rename, so each has one name: a second one (a hard
+    link) was not made by keyhelper.
     """
     try:
         fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0),
@@ -259,7 +261,7 @@ def read_file_private(path: str, dir_fd: int | None = None) -> bytes | None:
         st = os.fstat(fd)
         if (st.st_mode & 0o170000) != 0o100000:
             return None
-        if _POSIX and (st.st_uid != os.getuid() or st.st_mode & 0o077):
+        if _POSIX and (st.st_uid != os.getuid() or st.st_mode & 0o077 or st.st_nlink != 1):
             return None
         return os.read(fd, MAX_ENTRY_BYTES)
     finally:
