@@ -3,8 +3,10 @@ by a real second local user (``kh-attacker``, created here if missing; CI runs a
 
 For each place: pre-created by the other user, a symlink (to a file of ours and to one of
 theirs), a hard link, a FIFO, a directory instead of a file, open to others, and what
-keyhelper itself creates under umask 000 and 077. Each must end in the documented safe
-behaviour (README "Security model and threat model") well within the deadline.
+keyhelper itself creates under umask 000 and 077 (a hard link does not apply to a
+directory). Each must end in the documented safe behaviour (README "Security model and
+threat model") well within the deadline: exit code and exact stderr, nothing on stdout on
+failure, no planted value printed, nothing written through a link, no hang on a FIFO.
 
 Covered here:
 - test_xuser_cache.py: the cache directory, its parents, entries, locks, the route, served

@@ -11,15 +11,10 @@ from typing import Any
 
 import pytest
 from xuser import (
-    DIRECTORY,
-    FIFO,
     FILE_OBSTACLES,
-    HARDLINK_TO_OURS,
-    OPEN_TO_OTHERS,
     OURS,
     PLANTED_BY_OTHER,
-    SYMLINK_TO_OURS,
-    SYMLINK_TO_THEIRS,
+    REFUSALS,
     Attacker,
     Planter,
     run,
@@ -33,14 +28,8 @@ DANGLING = "dangling_symlink_of_theirs"
 WRITABLE = "writable_by_others"  # ours, mode 622: nobody else reads it, anyone writes it
 
 REASONS = {
-    PLANTED_BY_OTHER: "is owned by another user",
-    SYMLINK_TO_OURS: "is a symlink owned by another user",
-    SYMLINK_TO_THEIRS: "is a symlink owned by another user",
+    **REFUSALS,
     DANGLING: "is a symlink owned by another user",
-    HARDLINK_TO_OURS: "has 2 hard links (it must have one name)",
-    FIFO: "is not a regular file",
-    DIRECTORY: "is not a regular file",
-    OPEN_TO_OTHERS: "is readable by group or others (mode 666); run: chmod 600 {path}",
     WRITABLE: "is writable by group or others (mode 622); run: chmod go-w {path}",
 }
 

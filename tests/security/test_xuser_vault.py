@@ -32,8 +32,8 @@ from xuser import (
     OPEN_TO_OTHERS,
     OURS,
     PLANTED_BY_OTHER,
+    REFUSALS,
     SYMLINK_TO_OURS,
-    SYMLINK_TO_THEIRS,
     Attacker,
     Planter,
     private_file,
@@ -47,13 +47,7 @@ PLANTED = "sk-ant-Planted_by_another_user_0000"
 READABLE = "readable_by_others"  # ours, mode 644 (the vault CLI writes 600)
 
 REASONS = {
-    PLANTED_BY_OTHER: "is owned by another user",
-    SYMLINK_TO_OURS: "is a symlink owned by another user",
-    SYMLINK_TO_THEIRS: "is a symlink owned by another user",
-    HARDLINK_TO_OURS: "has 2 hard links (it must have one name)",
-    FIFO: "is not a regular file",
-    DIRECTORY: "is not a regular file",
-    OPEN_TO_OTHERS: "is readable by group or others (mode 666); run: chmod 600 {path}",
+    **REFUSALS,
     READABLE: "is readable by group or others (mode 644); run: chmod 600 {path}",
 }
 

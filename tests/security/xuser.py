@@ -26,6 +26,7 @@ ATTACKER = "kh-attacker"
 # blocked a read would hang until this one.
 RUN_TIMEOUT = 10.0
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+SETPRIV = shutil.which("setpriv", path=PATH) or "setpriv"
 
 # The obstacles planted in place of a file keyhelper reads or writes.
 OURS = "ours"  # control: a private file of the victim holding the planted value
@@ -38,10 +39,22 @@ DIRECTORY = "directory"
 OPEN_TO_OTHERS = "open_to_others"  # ours, but mode 666
 FILE_OBSTACLES = (PLANTED_BY_OTHER, SYMLINK_TO_OURS, SYMLINK_TO_THEIRS, HARDLINK_TO_OURS,
                   FIFO, DIRECTORY, OPEN_TO_OTHERS)
+# Why a key or credential file is refused (after its path; {path} is the path again).
+REFUSALS = {
+    PLANTED_BY_OTHER: "is owned by another user",
+    SYMLINK_TO_OURS: "is a symlink owned by another user",
+    SYMLINK_TO_THEIRS: "is a symlink owned by another user",
+    HARDLINK_TO_OURS: "has 2 hard links (it must have one name)",
+    FIFO: "is not a regular file",
+    DIRECTORY: "is not a regular file",
+    OPEN_TO_OTHERS: "is readable by group or others (mode 666); run: chmod 600 {path}",
+}
 
 
 def ensure_user(name: str = ATTACKER) -> pwd.struct_passwd | str:
     """The local user ``name``, created if missing; a reason (str) when it cannot be."""
+    if not os.path.isabs(SETPRIV):
+        return "no setpriv (util-linux) to run commands as a second local user"
     with contextlib.suppress(KeyError):
         return pwd.getpwnam(name)
     if os.geteuid() != 0:
@@ -69,13 +82,12 @@ class Attacker:
 
     def run(self, *argv: str, data: bytes | None = None) -> None:
         """Run a command as this user (real uid, gid, no supplementary groups)."""
-        setpriv = shutil.which("setpriv", path=PATH) or "setpriv"
-        subprocess.run([setpriv, "--reuid", str(self.uid), "--regid", str(self.gid),
+        subprocess.run([SETPRIV, "--reuid", str(self.uid), "--regid", str(self.gid),
                         "--clear-groups", "--", *argv], input=data, check=True,
                        capture_output=True, timeout=30, env={"PATH": PATH, "LC_ALL": "C"})
 
     def reaches(self, path: Path) -> bool:
-        return path.parent == self.shared
+        return self.shared in path.parents
 
     def own(self, path: Path) -> None:
         """Hand ``path`` (not what a symlink points to) to this user: for places the user
