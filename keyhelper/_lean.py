@@ -18,6 +18,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from hashlib import sha256
+    from typing import Literal
+
+    Privacy = Literal["always", "own", "never"]
 else:
     try:  # the bare primitive costs 0.4 ms to import; hashlib costs 5 ms
         from _sha256 import sha256
@@ -285,10 +288,12 @@ def _is_dir(mode: int) -> bool:
 
 
 def read_file_private(path: str, dir_fd: int | None = None) -> bytes | None:
-    """Read a private file: no symlink, regular, ours, 0600 at most. None when not.
+    """Read a private file: no symlink, regular, one name, ours, 0600 at most. None when not.
 
     The checks are made with fstat on the descriptor that is read, so nothing can be
     swapped between check and use; with ``dir_fd`` the name is looked up in that directory.
+    keyhelper writes these files by rename, so each has one name: a second one (a hard
+    link) was not made by keyhelper.
     """
     try:
         fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0),
@@ -299,7 +304,7 @@ def read_file_private(path: str, dir_fd: int | None = None) -> bytes | None:
         st = os.fstat(fd)
         if (st.st_mode & 0o170000) != 0o100000:
             return None
-        if _POSIX and (st.st_uid != os.getuid() or st.st_mode & 0o077):
+        if _POSIX and (st.st_uid != os.getuid() or st.st_mode & 0o077 or st.st_nlink != 1):
             return None
         return os.read(fd, MAX_ENTRY_BYTES)
     finally:
@@ -393,21 +398,96 @@ def parse_route(data: bytes) -> list[tuple[str, str]] | None:
     return steps
 
 
-def _key_file_line(path: str) -> str | None:
-    """As the file backend reads it: NEXT if missing, None on anything it would refuse."""
-    try:
-        fd = os.open(os.path.expanduser(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        return NEXT
-    except OSError:
-        return None
+MISSING = "does not exist"
+MAX_SYMLINKS = 8
+
+
+def read_user_file(path: str, private: Privacy = "always") -> tuple[bytes | None, str]:
+    """A key or credential file the user keeps: (its bytes, "") or (None, why not, to follow
+    the path in a message; MISSING when there is no such file).
+
+    The file backend, its mirror on the hit path and Vault's credential files all read
+    through here, so they decide alike. Never blocks (a FIFO or device is refused). A
+    symlink at the name is followed only if the user or root owns it (another user's
+    link could point at any file of ours). The file must be regular, have one name (a hard
+    link has no owner to check), be owned by the user or root, and not be writable by
+    group or others. ``private``: "always" also refuses any group or other bit; "own"
+    only on a file the user owns (root-provisioned files may be shared, as ssh allows);
+    "never" (a Kubernetes service-account token is root's, mode 644).
+    """
+    fd, why = _open_user_file(path)
+    if fd is None:
+        return None, why
     try:
         st = os.fstat(fd)
-        if (st.st_mode & 0o170000) != 0o100000 or (_POSIX and st.st_mode & 0o077):
-            return None
-        data = os.read(fd, MAX_ENTRY_BYTES)
+        why = _user_file_problem(st, path, private)
+        return (None, why) if why else (_read_all(fd), "")
     finally:
         os.close(fd)
+
+
+def _open_user_file(path: str) -> tuple[int | None, str]:
+    flags = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    for _ in range(MAX_SYMLINKS + 1):
+        try:
+            return os.open(path, flags), ""
+        except FileNotFoundError:
+            return None, MISSING
+        except OSError as exc:
+            try:
+                st = os.lstat(path)
+                if (st.st_mode & 0o170000) != 0o120000:
+                    return None, f"cannot be opened ({exc.strerror})"
+                if _POSIX and st.st_uid not in (os.getuid(), 0):
+                    return None, "is a symlink owned by another user"
+                target = os.readlink(path)
+                again = os.lstat(path)  # the link read is the link checked (links never change)
+            except OSError as err:
+                return None, f"cannot be opened ({err.strerror})"
+            if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino):
+                return None, "changed while it was read"
+            path = os.path.join(os.path.dirname(path), target)
+    return None, "cannot be opened (too many levels of symbolic links)"
+
+
+def _user_file_problem(st: os.stat_result, path: str, private: Privacy) -> str:
+    if (st.st_mode & 0o170000) != 0o100000:
+        return "is not a regular file"
+    if not _POSIX:
+        return ""
+    mine = st.st_uid == os.getuid()
+    if not mine and st.st_uid != 0:
+        return "is owned by another user"
+    if st.st_nlink != 1:
+        return f"has {st.st_nlink} hard links (it must have one name)"
+    mode = st.st_mode & 0o777
+    refused = mode & (0o077 if private == "always" or (private == "own" and mine) else 0o022)
+    if refused & 0o044:
+        return f"is readable by group or others (mode {mode:o}); run: chmod 600 {path}"
+    if refused & 0o022:
+        return f"is writable by group or others (mode {mode:o}); run: chmod go-w {path}"
+    if refused:
+        return f"is open to group or others (mode {mode:o}); run: chmod 600 {path}"
+    return ""
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    size = 0
+    while size < MAX_ENTRY_BYTES:
+        chunk = os.read(fd, MAX_ENTRY_BYTES - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _key_file_line(path: str) -> str | None:
+    """As the file backend reads it: NEXT if missing, None on anything it would refuse."""
+    data, why = read_user_file(os.path.expanduser(path))
+    if data is None:
+        return NEXT if why == MISSING else None
     try:
         lines = data.decode("utf-8").splitlines()
     except UnicodeDecodeError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 from collections.abc import Iterator, Mapping
 from typing import Protocol
 
@@ -19,6 +20,7 @@ from keyhelper import _lean, _platform
 log = logging.getLogger(__name__)
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _LOCK_SUFFIX = ".lock"
 # Files kept beside an entry: the shared failure record, the stale-serve counter, one
 # marker per Claude Code process served, and the hit path's route to env and file keys
@@ -52,24 +54,12 @@ class FileCache:
     def open(cls, env: Mapping[str, str]) -> FileCache:
         """The user's cache directory, created 0700 if needed; CacheUnusable if unsafe."""
         directory = _lean.cache_dir(env)
-        reason = _lean.safe_dir(directory)
-        if reason == "missing":
+        if _lean.safe_dir(directory) == "missing":
             try:
-                os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)
-                os.mkdir(directory, 0o700)
-            except FileExistsError:
-                pass  # another process made it first; checked below
+                make_private_dirs(directory)
             except OSError as exc:
                 raise CacheUnusable(f"cannot create {directory} ({exc.strerror})") from None
-            reason = _lean.safe_dir(directory)
-        if reason is not None and reason.startswith("its mode"):
-            # Ours, a real directory, but too open (e.g. made by hand): tighten it.
-            os.chmod(directory, 0o700, follow_symlinks=False)
-            log.warning("cache directory %s had mode %s; set to 700", directory,
-                        reason.split()[3].rstrip(","))
-            reason = _lean.safe_dir(directory)
-        if reason is not None:
-            raise CacheUnusable(f"cache directory {directory} not used: {reason}")
+        _check_dir(directory, "cache directory")
         return cls(directory)
 
     def path(self, key: str) -> str:
@@ -120,9 +110,12 @@ class FileCache:
         path = os.path.join(self.directory, "state")
         with contextlib.suppress(FileExistsError):
             os.mkdir(path, 0o700)
-        reason = _lean.safe_dir(path)
-        if reason is not None:
-            raise CacheUnusable(f"state directory {path} not used: {reason}")
+        try:
+            _check_dir(path, "state directory")
+        except CacheUnusable as exc:
+            # Said here: the run goes on with the cache, only backend state is not kept.
+            log.warning("%s; going on without it", exc)
+            raise
         return path
 
     @contextlib.contextmanager
@@ -130,10 +123,16 @@ class FileCache:
         """Single flight: one process per entry fetches; the others wait here, then re-read."""
         path = os.path.join(self.directory, key + _LOCK_SUFFIX)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _NONBLOCK, 0o600)
         except OSError as exc:  # a symlink or a directory in its place: fetch unlocked
             log.warning("cache lock %s not usable (%s); going on without it", path,
                         exc.strerror or type(exc).__name__)
+            yield
+            return
+        problem = _lock_problem(os.fstat(fd))
+        if problem:  # another user's lock could be held forever
+            os.close(fd)
+            log.warning("cache lock %s not usable (%s); going on without it", path, problem)
             yield
             return
         try:
@@ -144,6 +143,38 @@ class FileCache:
                 _platform.unlock(fd)
         finally:
             os.close(fd)
+
+
+def make_private_dirs(path: str) -> None:
+    """Create ``path`` and each missing parent 0700: os.makedirs gives its mode to the last
+    directory only, the parents get the umask's (0777 under umask 000)."""
+    missing = []
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it first
+            os.mkdir(directory, 0o700)
+
+
+def _check_dir(path: str, what: str) -> None:
+    """CacheUnusable unless ``path`` is a private directory of ours; one of ours that is
+    too open (e.g. made by hand) is tightened to 0700."""
+    reason = _lean.safe_dir(path)
+    if reason is not None and reason.startswith("its mode"):
+        os.chmod(path, 0o700, follow_symlinks=False)
+        log.warning("%s %s had mode %s; set to 700", what, path, reason.split()[3].rstrip(","))
+        reason = _lean.safe_dir(path)
+    if reason is not None:
+        raise CacheUnusable(f"{what} {path} not used: {reason}")
+
+
+def _lock_problem(st: os.stat_result) -> str:
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if os.name == "posix" and st.st_uid != os.getuid():
+        return "owned by another user"
+    return ""
 
 
 def write_private(path: str, data: bytes) -> None:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import stat
 from typing import ClassVar
 
+from keyhelper import _lean
 from keyhelper.backend import Backend, Option, Token
 from keyhelper.errors import BackendError, Skip
-
-MAX_BYTES = 65536
 
 
 class FileBackend(Backend):
@@ -22,21 +20,14 @@ class FileBackend(Backend):
 
     def fetch(self) -> Token:
         path = os.path.expanduser(self.config["path"])
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        except FileNotFoundError:
-            raise Skip(f"{path} does not exist") from None
-        except OSError as exc:
-            raise BackendError(f"cannot open {path} ({exc.strerror})") from None
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):  # before fdopen, which raises on a directory
-            os.close(fd)
-            raise BackendError(f"{path} is not a regular file")
-        with os.fdopen(fd, "rb") as handle:
-            if os.name == "posix" and st.st_mode & 0o077:
-                raise BackendError(f"{path} is readable by group or others (mode "
-                                   f"{st.st_mode & 0o777:o}); run: chmod 600 {path}")
-            data = handle.read(MAX_BYTES)
+        # The hit path reads it through the same function (_lean._key_file_line), so both
+        # paths refuse the same files: a symlink of another user's, a FIFO, a hard link,
+        # another owner, a mode open to group or others.
+        data, why = _lean.read_user_file(path)
+        if data is None:
+            if why == _lean.MISSING:
+                raise Skip(f"{path} does not exist")
+            raise BackendError(f"{path} {why}")
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:

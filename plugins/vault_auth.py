@@ -33,7 +33,6 @@ LOGIN_FORMAT = "keyhelper-vault-login 1"
 # A cached login token this close to its end is not used: a new login is cheaper than a
 # 403 half-way through the run.
 LOGIN_MARGIN = 15.0
-MAX_CREDENTIAL_BYTES = 65536
 
 
 @dataclass(frozen=True)
@@ -185,8 +184,9 @@ class Authenticator:
             path = os.path.expanduser(config.get("token_file") or K8S_TOKEN_FILE)
             if not os.path.exists(path):
                 raise Skip(f"no service-account token at {path} (not in a Kubernetes pod?)")
-            return {"role": config["role"],
-                    "jwt": redacted(_read_credential(path, "service-account token"))}
+            # Root's, mode 644, in a pod: readable by others is how Kubernetes mounts it.
+            token = _read_credential(path, "service-account token", private="never")
+            return {"role": config["role"], "jwt": redacted(token)}
         return {"name": config["role"]} if config.get("role") else {}  # cert
 
     def _secret_id(self) -> str | None:
@@ -281,15 +281,19 @@ def _remembered(credential: Credential) -> Credential:
     return credential
 
 
-def _read_credential(path: str, what: str) -> str:
-    """The first line of a credential file. Missing: Skip (not set up here)."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_CREDENTIAL_BYTES)
-    except FileNotFoundError:
-        raise Skip(f"{what} {path} does not exist") from None
-    except OSError as exc:
-        raise BackendError(f"cannot read {what} {path} ({exc.strerror})") from None
+def _read_credential(path: str, what: str, private: _lean.Privacy = "own") -> str:
+    """The first line of a credential file. Missing: Skip (not set up here).
+
+    The rules of the file backend's key file (keyhelper/_lean.py ``read_user_file``): never
+    blocks, a symlink only of the user's or root's, a regular file with one name, owned by
+    the user or root, not writable by group or others; one of the user's own must be
+    readable by its owner only (as ``vault login`` writes ~/.vault-token, 600).
+    """
+    data, why = _lean.read_user_file(path, private)
+    if data is None:
+        if why == _lean.MISSING:
+            raise Skip(f"{what} {path} does not exist")
+        raise BackendError(f"{what} {path} {why}")
     try:
         text = data.decode("utf-8").strip()
     except UnicodeDecodeError:

@@ -234,6 +234,7 @@ def test_permission_denied_by_policy_with_token_file(openbao: OpenBao, write_con
     openbao.policy(f"list-{name}", f'path "secret/metadata/{name}" {{ capabilities = ["list"] }}')
     token = openbao.child_token([f"list-{name}"])
     (isolated_env / ".vault-token").write_text(token + "\n")
+    (isolated_env / ".vault-token").chmod(0o600)  # as `vault login` writes it
     write_config(vault_config(f"secret/{name}"))
 
     result = keyhelper(env={"VAULT_ADDR": openbao.addr})
