@@ -54,10 +54,15 @@ def spawn_refresh(directory: str, key: str, stored: float, argv: Sequence[str]) 
         import fcntl
 
         fd = os.open(os.path.join(directory, key + ".lock"),
-                     os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+                     os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_NONBLOCK", 0), 0o600)
     except (ImportError, OSError):
         return False
     try:
+        st = os.fstat(fd)  # another user's lock (or a FIFO) would hold refreshes back
+        if (st.st_mode & 0o170000) != 0o100000 or (
+                hasattr(os, "getuid") and st.st_uid != os.getuid()):
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -461,21 +461,24 @@ def _user_file_problem(st: os.stat_result, path: str, private: Privacy) -> str:
     if st.st_nlink != 1:
         return f"has {st.st_nlink} hard links (it must have one name)"
     mode = st.st_mode & 0o777
-    refused = mode & (0o077 if private == "always" or (private == "own" and mine) else 0o022)
+    private_rule = private == "always" or (private == "own" and mine)
+    refused = mode & (0o077 if private_rule else 0o022)
+    fix = f"chmod 600 {path}" if private_rule else f"chmod go-w {path}"
     if refused & 0o044:
-        return f"is readable by group or others (mode {mode:o}); run: chmod 600 {path}"
+        return f"is readable by group or others (mode {mode:o}); run: {fix}"
     if refused & 0o022:
-        return f"is writable by group or others (mode {mode:o}); run: chmod go-w {path}"
+        return f"is writable by group or others (mode {mode:o}); run: {fix}"
     if refused:
-        return f"is open to group or others (mode {mode:o}); run: chmod 600 {path}"
+        return f"is open to group or others (mode {mode:o}); run: {fix}"
     return ""
 
 
 def _read_all(fd: int) -> bytes:
+    """Up to one byte past MAX_ENTRY_BYTES, so that a caller can tell an oversized file."""
     chunks = []
     size = 0
-    while size < MAX_ENTRY_BYTES:
-        chunk = os.read(fd, MAX_ENTRY_BYTES - size)
+    while size <= MAX_ENTRY_BYTES:
+        chunk = os.read(fd, MAX_ENTRY_BYTES + 1 - size)
         if not chunk:
             break
         chunks.append(chunk)
@@ -542,17 +545,24 @@ def read_marker(path: str) -> tuple[float, float] | None:
 
 
 def write_marker(path: str, stored: float, now: float) -> None:
-    """Remember what this caller was served. Best effort: a lost marker costs nothing."""
-    tmp = f"{path}.{os.getpid()}.tmp"
+    """Remember what this caller was served. Best effort: a lost marker costs nothing, and
+    a failed write leaves no temp file behind."""
+    tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+    except OSError:
+        return
+    try:
         try:
             os.write(fd, f"{stored!r} {now!r}".encode())
         finally:
             os.close(fd)
         os.replace(tmp, path)
     except OSError:
-        pass
+        try:  # noqa: SIM105 - contextlib is not imported on the hit path
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def rejected(entry: Entry, marker: tuple[float, float] | None, env: Mapping[str, str],

@@ -12,13 +12,12 @@ import hashlib
 import json
 import os
 import secrets
-import stat
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from keyhelper import redact
+from keyhelper import _lean, redact
 from keyhelper.backend import LOGIN_VARS, Backend, Option, Token, login_name
 from keyhelper.errors import BackendError, ConfigError, Skip, Unavailable, UsageError
 
@@ -199,25 +198,13 @@ class SigningKey:
 
 
 def read_key_file(path: str) -> str:
-    """A private key file's text: a regular file, not open to group or others."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        raise BackendError(f"cannot read key_file {path} ({exc.strerror})") from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise BackendError(f"key_file {path} is not a regular file")
-    with os.fdopen(fd, "rb") as handle:
-        mode = st.st_mode & 0o777
-        if os.name == "posix" and mode & 0o077:
-            what = "readable" if mode & 0o044 else "writable"
-            raise BackendError(f"key_file {path} is {what} by group or others (mode {mode:o}); "
-                               f"run: chmod 600 {path}")
-        try:
-            data = handle.read(MAX_KEY_BYTES + 1)
-        except OSError as exc:
-            raise BackendError(f"cannot read key_file {path} ({exc.strerror})") from None
+    """A private key file's text, read as every key file is (keyhelper._lean.read_user_file:
+    no FIFO, no other user's file or symlink, no hard link, not open to group or others)."""
+    data, why = _lean.read_user_file(path)
+    if data is None:
+        if why == _lean.MISSING:
+            raise BackendError(f"cannot read key_file {path} (No such file or directory)")
+        raise BackendError(f"key_file {path} {why}")
     if len(data) > MAX_KEY_BYTES:
         raise BackendError(f"key_file {path} is larger than 64 KiB: not a key")
     try:

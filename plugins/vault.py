@@ -17,6 +17,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from keyhelper import _lean
 from keyhelper.backend import Backend, Option, Token
 from keyhelper.errors import BackendError, ConfigError, Skip, Unavailable
 
@@ -126,7 +127,7 @@ class VaultBackend(Backend):
         if self.config.get("client_cert"):
             cert_path = _existing(self.config["client_cert"], "client_cert")
             key_path = self.config.get("client_key")
-            cert = (cert_path, _existing(key_path, "client_key")) if key_path else cert_path
+            cert = (cert_path, _existing(key_path, "client_key", "own")) if key_path else cert_path
         return Settings(addr.rstrip("/"), self.config.get("namespace") or
                         env.get("VAULT_NAMESPACE") or None, verify, cert,
                         self.config["connect_timeout"], self.config["timeout"],
@@ -272,9 +273,14 @@ class VaultBackend(Backend):
         return f" (the mount {mount}/ exists, KV v{version})"
 
 
-def _existing(path: str, option: str) -> str:
-    """A TLS file that must exist (requests would fail later with a vaguer error)."""
+def _existing(path: str, option: str, private: _lean.Privacy = "never") -> str:
+    """A TLS file, checked as credential files are: a CA bundle someone else could write
+    would choose which server gets the Vault token, so it must be the user's or root's and
+    not writable by others; a client key must be private too. requests opens it by path."""
     full = os.path.expanduser(path)
-    if not os.path.isfile(full):
-        raise BackendError(f"{option} {full} does not exist or is not a file")
+    data, why = _lean.read_user_file(full, private)
+    if data is None:
+        if why == _lean.MISSING:
+            raise BackendError(f"{option} {full} does not exist or is not a file")
+        raise BackendError(f"{option} {full} {why}")
     return full

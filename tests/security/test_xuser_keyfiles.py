@@ -30,7 +30,7 @@ WRITABLE = "writable_by_others"  # ours, mode 622: nobody else reads it, anyone 
 REASONS = {
     **REFUSALS,
     DANGLING: "is a symlink owned by another user",
-    WRITABLE: "is writable by group or others (mode 622); run: chmod go-w {path}",
+    WRITABLE: "is writable by group or others (mode 622); run: chmod 600 {path}",
 }
 
 
