@@ -1,3 +1,3 @@
-from keyhelper._entry import main
+from keyhelper.console import main
 
 main()

@@ -12,7 +12,8 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from keyhelper import _lean, redact
+from keyhelper import redact
+from keyhelper.base.paths import Selection
 from keyhelper.errors import EXIT_NO_KEY, EXIT_OK, KeyhelperError
 
 MAX_STDERR = 480  # Claude Code shows stderr cut at 500 characters
@@ -90,12 +91,12 @@ class _RedactingStream:
         return self.stream.write(redact.scrub(text))  # type: ignore[attr-defined, no-any-return]
 
 
-def run_get(selection: _lean.Selection) -> int:
+def run_get(selection: Selection) -> int:
     """``keyhelper [selection options]``: print one key, or explain on stderr and exit non-zero."""
     setup_logging(selection.verbose)
 
     def action() -> int:
-        from keyhelper.core import resolve
+        from keyhelper.resolver import resolve
 
         result = resolve(selection, os.environ)
         sys.stdout.write(result.token.value + "\n")

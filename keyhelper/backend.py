@@ -19,10 +19,25 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
+from keyhelper.base.files import MISSING, read_user_file
+from keyhelper.base.files import read_file_private as read_state_file
+from keyhelper.base.files import write_private as write_state_file
+from keyhelper.base.paths import home
 from keyhelper.errors import ConfigError, DeadlineExceeded
 from keyhelper.redact import fingerprint
+
+# How private a user's file must be (keyhelper.base.files.read_user_file).
+Privacy = Literal["always", "own", "never"]
+
+# What the built-in backends use from the core, offered to every plugin alike: the reader
+# of key and credential files (the rules of SECURITY.md), private state files in
+# ``Context.state_dir``, the user's home. (Also: :func:`login_name`, :func:`call_with_timeout`
+# below, and keyhelper.oskeyring.OsKeyring.)
+__all__ = ["MISSING", "Backend", "Context", "Option", "Privacy", "Token", "call_with_timeout",
+           "home", "login_name", "option_fits", "read_state_file", "read_user_file",
+           "wall_clock", "write_state_file"]
 
 
 @dataclass(frozen=True)
@@ -71,8 +86,9 @@ class Context:
     env: Mapping[str, str] = field(repr=False)  # may hold a key ($KEYHELPER_API_KEY)
     deadline: float  # time.monotonic() value by which the whole run must end
     state_dir: str  # private 0700 directory for backend state (e.g. a Vault login token)
-    # Resolves another configured backend by name (e.g. a signing key kept in Vault).
-    resolve: Callable[[str], Token] = field(repr=False, default=lambda name: _no_resolver(name))
+    # The token of another configured backend, by name (e.g. a signing key kept in Vault).
+    fetch_other: Callable[[str], Token] = field(repr=False,
+                                                default=lambda name: _no_resolver(name))
     now: Callable[[], float] = field(default=lambda: wall_clock())
 
     def remaining(self) -> float:
@@ -144,11 +160,6 @@ class Backend(abc.ABC):
                 raise ConfigError(message, source=source, key=f"{key}.{opt_name}{where}")
             result[opt_name] = float(value) if spec.types is float else value
         return result
-
-    def hit_path_step(self) -> tuple[str, str] | None:
-        """For the built-in env and file backends only: ("env", VAR) or ("file", PATH), so
-        that the hit path reads their key itself (see keyhelper/_lean.py, "the route")."""
-        return None
 
     def watched_env(self) -> tuple[str, ...]:
         """Environment variable names this instance depends on (default: ``env_vars``)."""

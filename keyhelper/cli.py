@@ -16,8 +16,11 @@ from typing import Any
 
 import click
 
-from keyhelper import __version__, _lean, redact
+from keyhelper import __version__, redact
 from keyhelper.app import guarded, run_get, setup_logging
+from keyhelper.base.entry import entry_key
+from keyhelper.base.files import MAX_FILE_BYTES
+from keyhelper.base.paths import Selection
 from keyhelper.errors import EXIT_OK
 
 F = Callable[..., Any]
@@ -92,7 +95,7 @@ def _config_for_completion(ctx: click.Context) -> dict[str, Any]:
     from keyhelper import config
 
     try:
-        selection = _lean.Selection(config=ctx.params.get("config"))
+        selection = Selection(config=ctx.params.get("config"))
         return dict(config.load(selection, os.environ).raw)
     except Exception:  # an unreadable config: nothing to offer
         return {}
@@ -118,8 +121,8 @@ def selection_options(fn: F) -> F:
 
 
 def make_selection(backends: tuple[str, ...], profile: str | None, config: str | None,
-                   no_cache: bool, verbose: bool) -> _lean.Selection:
-    return _lean.Selection(backends, profile, config, no_cache, verbose)
+                   no_cache: bool, verbose: bool) -> Selection:
+    return Selection(backends, profile, config, no_cache, verbose)
 
 
 def say(message: str) -> None:
@@ -221,7 +224,7 @@ def set_command(backends: tuple[str, ...], profile: str | None, config: str | No
     """Store a key in the OS keyring: typed at a hidden prompt, or piped on stdin (never
     an argument). --backend NAME picks the keyring backend (default: the chain's first)."""
     from keyhelper.errors import UsageError
-    from keyhelper.keyring_store import set_key
+    from keyhelper.keystore import set_key
 
     def action() -> int:
         if argv_key:  # refused without echoing it: argv shows in ps and shell history
@@ -238,7 +241,7 @@ def set_command(backends: tuple[str, ...], profile: str | None, config: str | No
 def delete_command(backends: tuple[str, ...], profile: str | None, config: str | None,
                    no_cache: bool, verbose: bool) -> None:
     """Delete the key from the OS keyring (the backend `keyhelper set` would write)."""
-    from keyhelper.keyring_store import delete_key
+    from keyhelper.keystore import delete_key
 
     selection = make_selection(backends, profile, config, no_cache, verbose)
     run(verbose, lambda: delete_key(selection, os.environ, warn))
@@ -254,8 +257,8 @@ def read_new_key() -> str:
                                     err=True)).strip()
         except click.Abort:  # Ctrl-C or Ctrl-D at the prompt
             raise KeyboardInterrupt from None
-    text = sys.stdin.read(_lean.MAX_ENTRY_BYTES + 1)
-    if len(text) > _lean.MAX_ENTRY_BYTES:
+    text = sys.stdin.read(MAX_FILE_BYTES + 1)
+    if len(text) > MAX_FILE_BYTES:
         raise UsageError("the key on stdin is longer than 64 KiB; nothing stored")
     return text.strip()
 
@@ -269,8 +272,8 @@ def cache() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Debug output on stderr.")
 def cache_status(verbose: bool) -> None:
     """List cache entries: backend, fingerprint, time left. Never the key."""
-    from keyhelper.cache import FileCache
     from keyhelper.redact import fingerprint
+    from keyhelper.stores import FileCache
 
     def action() -> int:
         store = FileCache.open(os.environ)
@@ -298,7 +301,7 @@ def cache_status(verbose: bool) -> None:
 def cache_clear(backends: tuple[str, ...], profile: str | None, config: str | None,
                 no_cache: bool, verbose: bool, clear_all: bool) -> None:
     """Remove this selection's cache entry (or every entry with --all)."""
-    from keyhelper.cache import FileCache
+    from keyhelper.stores import FileCache
 
     def action() -> int:
         store = FileCache.open(os.environ)
@@ -306,7 +309,7 @@ def cache_clear(backends: tuple[str, ...], profile: str | None, config: str | No
             count = store.clear()
             say(f"removed {count} entr{'y' if count == 1 else 'ies'}")
         else:
-            key = _lean.entry_key(make_selection(backends, profile, config, False, False),
+            key = entry_key(make_selection(backends, profile, config, False, False),
                                   os.environ)
             say("removed 1 entry" if store.delete(key) else "no entry to remove")
         return EXIT_OK

@@ -9,72 +9,39 @@ so the rest of keyhelper sees one effective view.
 
 from __future__ import annotations
 
-import os
-import shlex
-import stat
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from keyhelper import _lean
-from keyhelper.backend import Option, option_problem
+from keyhelper import policy
+from keyhelper.base.paths import Selection, config_path
+from keyhelper.cachepolicy import claude_ttl
+from keyhelper.configfile import (
+    AUDIT_KEYS,
+    DEFAULT_DEADLINE,
+    DEFAULT_STALE_GRACE,
+    MAX_CONFIG_BYTES,
+    PLUGINS_KEYS,
+    PROFILE_KEYS,
+    SETTINGS,
+    TOP_LEVEL,
+    BackendSpec,
+    check_audit,
+    check_table,
+    parse_toml,
+    read_trusted,
+)
 from keyhelper.errors import ConfigError
+
+__all__ = ["AUDIT_KEYS", "DEFAULT_DEADLINE", "DEFAULT_STALE_GRACE", "MAX_CONFIG_BYTES",
+           "PLUGINS_KEYS", "PROFILE_KEYS", "SETTINGS", "TOP_LEVEL", "BackendSpec", "Settings",
+           "load", "read_trusted"]
 
 if TYPE_CHECKING:
     from keyhelper.policy import Policy
 
 DEFAULT_CHAIN = ("env", "keyring")
 DEFAULT_TTL = 300.0
-DEFAULT_DEADLINE = 5.0  # Claude Code warns at 10 s
-DEFAULT_STALE_GRACE = 3600.0
-MAX_CONFIG_BYTES = 1 << 20
-_POSIX = os.name == "posix"
-_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-               | getattr(os, "O_BINARY", 0))
-
-# Settings a profile may override, and the top level may set.
-SETTINGS: dict[str, Option] = {
-    "ttl": Option((int, float), help="seconds a key is cached"),
-    "deadline": Option((int, float), DEFAULT_DEADLINE, help="seconds for the whole run"),
-    "stale_grace": Option((int, float), DEFAULT_STALE_GRACE,
-                          help="seconds past its cache life a key may be served if every "
-                               "backend fails (never past the key's own expiry)"),
-    "refresh_ahead": Option((int, float), 0.2, help="last fraction of a cache life in which "
-                                                    "a hit triggers a background refresh"),
-    "rotation_detection": Option(bool, True, help="fetch anew when Claude Code asks again "
-                                                  "before its own TTL (its key was rejected)"),
-    "cache": Option(str, "files", help='where keys are cached: "files" or "keyring"'),
-}
-TOP_LEVEL: dict[str, Option] = {
-    "chain": Option(list, item_type=str),
-    "backends": Option(dict),
-    "profiles": Option(dict),
-    "plugins": Option(dict),
-    "audit": Option(dict),
-    **SETTINGS,
-}
-PROFILE_KEYS: dict[str, Option] = {"chain": Option(list, item_type=str), **SETTINGS}
-PLUGINS_KEYS: dict[str, Option] = {
-    "allow": Option(list, item_type=str, help="distributions whose plugins may be imported"),
-}
-AUDIT_KEYS: dict[str, Option] = {
-    "path": Option(str, help="JSON lines file, absolute or ~/..."),
-    "syslog": Option(bool, False, help="also send each line to syslog (facility authpriv)"),
-    "syslog_socket": Option(str, "/dev/log", help="the local syslog socket"),
-    "max_bytes": Option(int, 10 * 1024 * 1024, help="rotate the file at this size"),
-    "keep": Option(int, 5, help="rotated files kept (path.1 ... path.N)"),
-}
-
-
-@dataclass(frozen=True)
-class BackendSpec:
-    """One link of the chain: a configured name, its type, and its raw options."""
-
-    name: str
-    type: str
-    options: Mapping[str, Any]
-    source: str  # where it was defined, for error messages
 
 
 @dataclass(frozen=True)
@@ -103,7 +70,7 @@ class Settings:
         else the default; then held within the policy's min_ttl and max_ttl."""
         value, origin = self.setting("ttl"), self.origin("ttl")
         if value is None:
-            claude = _lean.claude_ttl(env)
+            claude = claude_ttl(env)
             value, origin = ((claude, "$CLAUDE_CODE_API_KEY_HELPER_TTL_MS") if claude
                              else (DEFAULT_TTL, "default"))
         if self.policy is None:
@@ -128,167 +95,11 @@ class Settings:
         return BackendSpec(name, name, {}, source)
 
 
-def read_trusted(path: str, *, root_only: bool = False) -> bytes | None:
-    """The bytes of a file no one but its owner could have written; None if it is absent.
-
-    ConfigError (naming the file) when it is not a regular file, or on POSIX when it is not
-    owned by you or root (root alone with ``root_only``), or it or a directory above it is
-    writable by group or others, a sticky root-owned directory such as /tmp excepted (as
-    OpenSSH's safe_path). A symlink is resolved first and every directory of both the path
-    and its target checked; the file is then opened without following a link or blocking
-    on a FIFO, and checked on the descriptor that is read (no swap after the check).
-    """
-    real = os.path.realpath(path)
-    try:
-        fd = os.open(real, _OPEN_FLAGS)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ConfigError(f"cannot read it ({exc.strerror})", source=path) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError("not a regular file", source=path)
-        owners = _Owners(root_only)
-        problem = _unsafe(st, owners, path, "") or _unsafe_directories(path, real, owners)
-        if problem is not None:
-            raise ConfigError(problem, source=path)
-        return _read_at_most(fd, MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read it ({exc.strerror})", source=path) from None
-    finally:
-        os.close(fd)
-
-
-def _read_at_most(fd: int, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while size < limit:
-        chunk = os.read(fd, limit - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
-
-
-class _Owners:
-    """Who may own a trusted file and its directories: you or root, or root alone."""
-
-    def __init__(self, root_only: bool):
-        self.uids = {0} if root_only or not _POSIX else {0, os.getuid()}
-        self.described = "root" if root_only else "you or root"
-
-
-def _unsafe(st: os.stat_result, owners: _Owners, path: str, what: str) -> str | None:
-    """Why a file (``what`` "") or directory (``what`` "directory PATH is ") cannot be
-    trusted, or None. Owner and mode exist on POSIX only; elsewhere None."""
-    if not _POSIX:
-        return None
-    if st.st_uid not in owners.uids:
-        return f"{what}owned by {_user(st.st_uid)}, not by {owners.described}"
-    sticky_root = bool(what) and st.st_uid == 0 and bool(st.st_mode & stat.S_ISVTX)
-    if st.st_mode & 0o022 and not sticky_root:
-        return (f"{what}writable by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
-                f"run: chmod go-w {shlex.quote(path)}")
-    return None
-
-
-def _unsafe_directories(path: str, real: str, owners: _Owners) -> str | None:
-    """The first directory above the file (as named, and after links) others could write."""
-    if not _POSIX:
-        return None
-    checked: set[str] = set()
-    for start in (os.path.dirname(os.path.abspath(path)), os.path.dirname(real)):
-        directory = start
-        while directory not in checked:  # up to "/", whose parent is itself
-            checked.add(directory)
-            try:
-                st = os.stat(directory)
-            except OSError as exc:
-                return f"cannot inspect directory {directory} ({exc.strerror})"
-            problem = _unsafe(st, owners, directory, f"directory {directory} is ")
-            if problem is not None:
-                return problem
-            directory = os.path.dirname(directory)
-    return None
-
-
-def _user(uid: int) -> str:
-    try:
-        import pwd
-
-        return f"user {pwd.getpwuid(uid).pw_name!r} (uid {uid})"
-    except (ImportError, KeyError):
-        return f"uid {uid}"
-
-
-def parse_toml(data: bytes, source: str) -> dict[str, Any]:
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError("larger than 1 MiB", source=source)
-    try:
-        return tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError("not UTF-8 text", source=source) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML ({exc})", source=source) from None
-    except RecursionError:  # tomllib recurses once per level of nested lists or tables
-        raise ConfigError("not usable: lists or tables nested too deeply",
-                          source=source) from None
-
-
-def check_table(table: Mapping[str, Any], schema: Mapping[str, Option], *, source: str,
-                prefix: str) -> dict[str, Any]:
-    """Check keys and types of ``table`` against ``schema`` (no defaults filled in)."""
-    checked: dict[str, Any] = {}
-    for key, value in table.items():
-        spec = schema.get(key)
-        where = f"{prefix}{key}"
-        if spec is None:
-            raise ConfigError(f"unknown key (expected one of: {', '.join(sorted(schema))})",
-                              source=source, key=where)
-        problem = option_problem(value, spec, _type_name(value))
-        if problem is not None:
-            inside, message = problem
-            raise ConfigError(message, source=source, key=where + inside)
-        if key in ("ttl", "deadline", "stale_grace") and value <= 0:
-            raise ConfigError("expected a positive number of seconds", source=source, key=where)
-        if key == "refresh_ahead" and not 0 <= value < 1:
-            raise ConfigError("expected a fraction from 0 to below 1", source=source, key=where)
-        if key == "cache" and value not in ("files", "keyring"):
-            raise ConfigError('expected "files" or "keyring"', source=source, key=where)
-        checked[key] = value
-    return checked
-
-
-def check_audit(table: Mapping[str, Any], *, source: str) -> None:
-    checked = check_table(table, AUDIT_KEYS, source=source, prefix="audit.")
-    for key in ("path", "syslog_socket"):
-        value = checked.get(key)
-        if value is not None and (not value or "\x00" in value
-                                  or not os.path.isabs(os.path.expanduser(value))):
-            raise ConfigError("expected an absolute path (or one starting with ~/)",
-                              source=source, key=f"audit.{key}")
-    if checked.get("max_bytes", 1024) < 1024:
-        raise ConfigError("expected a size in bytes, at least 1024", source=source,
-                          key="audit.max_bytes")
-    if not 1 <= checked.get("keep", 1) <= 100:
-        raise ConfigError("expected a number of files from 1 to 100", source=source,
-                          key="audit.keep")
-
-
-def _type_name(value: Any) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
-            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
-
-
-def load(selection: _lean.Selection, env: Mapping[str, str]) -> Settings:
+def load(selection: Selection, env: Mapping[str, str]) -> Settings:
     """Read the configuration and apply the selection's chain and profile, under the
     administrator's policy."""
-    from keyhelper import policy  # it builds on this module's readers and checks
-
     rules = policy.load()
-    path, explicit = _lean.config_path(selection, env)
+    path, explicit = config_path(selection, env)
     data = read_trusted(path)
     if data is None and explicit:
         raise ConfigError("no such file", source=path)

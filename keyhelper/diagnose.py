@@ -6,26 +6,27 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from keyhelper import _lean
+from keyhelper.base import audit
+from keyhelper.base.failures import FailureLog
+from keyhelper.base.paths import POLICY_PATH, Selection
 from keyhelper.config import Settings
-from keyhelper.core import Broker
 from keyhelper.errors import EXIT_NO_KEY, EXIT_OK, BackendError, ConfigError
-from keyhelper.failures import FailureLog
 from keyhelper.registry import ALLOW_ENV, Registry, allowlist
+from keyhelper.resolver import Run
 
 Echo = Callable[[str], None]
 
 
-def doctor(selection: _lean.Selection, env: Mapping[str, str], echo: Echo) -> int:
+def doctor(selection: Selection, env: Mapping[str, str], echo: Echo) -> int:
     """Run every backend of the chain (not just up to the first key) and report each."""
-    broker = Broker(selection, env)
-    settings = broker.settings
+    run = Run(selection, env)
+    settings = run.settings
     echo(f"config file: {settings.config_path or 'none (built-in defaults)'}")
     echo(f"profile: {settings.profile or 'none'}")
     echo("chain: " + " -> ".join(f"{s.name} ({s.type})" for s in settings.chain))
     winner = None
-    for link in broker.build_chain():
-        attempt, token = broker.try_link(link)
+    for link in run.chain.links():
+        attempt, token = run.chain.try_link(link)
         outcome = f"{attempt.outcome}: {attempt.reason}"
         if token is not None:
             if token.expires_at is not None:
@@ -34,11 +35,11 @@ def doctor(selection: _lean.Selection, env: Mapping[str, str], echo: Echo) -> in
                 winner = link.spec.name
                 outcome += " (used)"
         echo(f"  {link.spec.name}: {outcome} [{attempt.seconds * 1000:.0f} ms]")
-    if broker.cache is None:
-        echo(f"cache: not used: {broker.cache_problem}")
+    if run.cache is None:
+        echo(f"cache: not used: {run.cache_problem}")
     else:
-        path = broker.cache.path(broker.key)
-        entry = broker.cache.read(broker.key)
+        path = run.cache.path(run.key)
+        entry = run.cache.read(run.key)
         echo(f"cache entry: {path}")
         if entry is None:
             echo("cache entry state: none")
@@ -48,10 +49,8 @@ def doctor(selection: _lean.Selection, env: Mapping[str, str], echo: Echo) -> in
             left = entry.expires - time.time()
             state = f"{left:.0f} s left" if left > 0 else f"expired {-left:.0f} s ago"
             echo(f"cache entry state: {entry.backend} {fingerprint(entry.key)}, {state}")
-        report_failures(FailureLog(broker.cache.directory, broker.key), echo)
+        report_failures(FailureLog(run.cache.directory, run.key), echo)
     report_settings(settings, env, echo)
-    from keyhelper import audit
-
     for line in audit.describe(settings.raw):
         echo(line)
     return EXIT_OK if winner else EXIT_NO_KEY
@@ -74,7 +73,7 @@ def report_settings(settings: Settings, env: Mapping[str, str], echo: Echo) -> N
     """The policy file, and each setting's effective value and where it came from."""
     policy = settings.policy
     if policy is None:
-        echo(f"policy file: none ({_lean.POLICY_PATH} does not exist)")
+        echo(f"policy file: none ({POLICY_PATH} does not exist)")
     else:
         echo(f"policy file: {policy.path}")
         for line in policy.describe():
@@ -104,7 +103,6 @@ def _shown(value: object) -> str:
 
 
 def _audit_target(raw: Mapping[str, Any]) -> str:
-    from keyhelper import audit
 
     target = audit.settings(raw)
     if target is None:
@@ -120,7 +118,7 @@ def list_backends(env: Mapping[str, str], echo: Echo) -> int:
     from keyhelper import config
 
     try:
-        allow = allowlist(config.load(_lean.Selection(), env).raw.get("plugins"), env)
+        allow = allowlist(config.load(Selection(), env).raw.get("plugins"), env)
     except ConfigError as exc:
         # Fail closed: an unreadable config may hold an allowlist; import no plugin.
         echo(f"{exc.describe()}; third-party plugins not loaded")

@@ -106,3 +106,20 @@ class NoKeyError(KeyhelperError):
         lines = ["keyhelper: no key from " + ", ".join(a.backend for a in self.attempts)]
         lines += [f"  {a.backend} {a.outcome}: {a.reason}" for a in self.attempts]
         return "\n".join(lines)
+
+
+class BackedOff(NoKeyError):
+    """The chain failed moments ago (maybe in another process); not retried yet."""
+
+    def __init__(self, message: str, failed_at: float, retry_at: float, now: float):
+        self.message = message
+        self.failed_at = failed_at
+        self.retry_at = retry_at
+        self.now = now
+        super().__init__([])
+
+    def describe(self, verbose: bool = False) -> str:
+        ago = self.now - self.failed_at
+        wait = self.retry_at - self.now
+        return (f"{self.message}\n  (failed {ago:.0f} s ago; retried in {wait:.0f} s; "
+                "`keyhelper cache clear` retries now)")

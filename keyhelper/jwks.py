@@ -7,9 +7,9 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from keyhelper import _lean
-from keyhelper.core import Broker
+from keyhelper.base.paths import Selection
 from keyhelper.errors import EXIT_OK, UsageError
+from keyhelper.resolver import Run
 
 JWT_TYPE = "jwt"
 
@@ -21,17 +21,17 @@ class PublishesJwk(Protocol):
     def public_jwk(self) -> dict[str, str]: ...
 
 
-def public_jwks(selection: _lean.Selection, env: Mapping[str, str]) -> dict[str, Any]:
+def public_jwks(selection: Selection, env: Mapping[str, str]) -> dict[str, Any]:
     """``{"keys": [...]}`` for every backend of type jwt in the selected chain."""
-    broker = Broker(selection, env)
-    specs = [spec for spec in broker.settings.chain if spec.type == JWT_TYPE]
+    run = Run(selection, env)
+    specs = [spec for spec in run.settings.chain if spec.type == JWT_TYPE]
     if not specs:
-        chosen = ", ".join(f"{s.name} ({s.type})" for s in broker.settings.chain)
+        chosen = ", ".join(f"{s.name} ({s.type})" for s in run.settings.chain)
         raise UsageError(f"keyhelper jwks: no backend of type jwt in the chain ({chosen}); "
                          "pick one with --backend NAME")
     keys: list[dict[str, str]] = []
     for spec in specs:
-        backend = broker.build(spec)
+        backend = run.chain.build(spec)
         if not isinstance(backend, PublishesJwk):
             raise UsageError(f"keyhelper jwks: backend {spec.name!r} has no public key")
         jwk = backend.public_jwk()
@@ -40,7 +40,7 @@ def public_jwks(selection: _lean.Selection, env: Mapping[str, str]) -> dict[str,
     return {"keys": keys}
 
 
-def print_jwks(selection: _lean.Selection, env: Mapping[str, str],
+def print_jwks(selection: Selection, env: Mapping[str, str],
                echo: Callable[[str], None]) -> int:
     echo(json.dumps(public_jwks(selection, env), indent=2))
     return EXIT_OK

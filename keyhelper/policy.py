@@ -2,7 +2,8 @@
 
 The user's config can be replaced wholesale by the environment ($KEYHELPER_CONFIG,
 $XDG_CONFIG_HOME, $HOME: a project's settings can set them for the helper). The policy
-lives at a fixed place no variable moves (``_lean.POLICY_PATH``: /etc/keyhelper/policy.toml,
+lives at a fixed place no variable moves (``keyhelper.base.paths.POLICY_PATH``:
+/etc/keyhelper/policy.toml,
 on macOS /Library/Application Support/keyhelper/policy.toml, on Windows
 C:\\ProgramData\\keyhelper\\policy.toml) and must be root's: on POSIX one owned by another
 user, or writable by group or others, is refused (exit 2), never ignored.
@@ -19,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from keyhelper import _lean
 from keyhelper.backend import Option
-from keyhelper.config import (
+from keyhelper.base.paths import POLICY_PATH
+from keyhelper.configfile import (
     PLUGINS_KEYS,
     BackendSpec,
     check_audit,
@@ -103,9 +104,9 @@ class Policy:
 
 
 def load() -> Policy | None:
-    """The policy at ``_lean.POLICY_PATH``, None if there is none; ConfigError (exit 2) if
+    """The policy at ``POLICY_PATH``, None if there is none; ConfigError (exit 2) if
     it cannot be trusted or read, or says something unknown: fail closed."""
-    path = _lean.POLICY_PATH
+    path = POLICY_PATH
     data = read_trusted(path, root_only=True)
     if data is None:
         return None

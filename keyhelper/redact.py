@@ -4,19 +4,14 @@ sequences. Every line keyhelper prints on stderr goes through :func:`scrub`."""
 
 from __future__ import annotations
 
-import hashlib
+from keyhelper.base.entry import MAX_KEY_CHARS
+from keyhelper.base.records import FINGERPRINT_DIGITS, fingerprint
+
+__all__ = ["FINGERPRINT_DIGITS", "MAX_KEY_CHARS", "fingerprint", "invalid_key_reason",
+           "printable", "redact", "remember", "scrub"]
 
 # Secrets seen by this process, so that any text leaving it can be scrubbed of them.
 _known: set[str] = set()
-
-FINGERPRINT_DIGITS = 12
-# Claude Code 2.1.332 does not send a longer key (it reports the helper's output unusable).
-MAX_KEY_CHARS = 16384
-
-
-def fingerprint(secret: str) -> str:
-    """First 12 hex digits of the secret's sha256: safe to show, log and compare."""
-    return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()[:FINGERPRINT_DIGITS]
 
 
 def remember(secret: str) -> None:

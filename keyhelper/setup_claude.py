@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from keyhelper.cache import write_private
+from keyhelper.base.files import write_private
 from keyhelper.errors import ConfigError
 
 Echo = Callable[[str], None]

@@ -13,9 +13,6 @@ class EnvBackend(Backend):
     options: ClassVar = {"var": Option(str, "KEYHELPER_API_KEY", help="the variable's name")}
     cacheable = False  # reading the environment is cheaper than a cache entry
 
-    def hit_path_step(self) -> tuple[str, str]:
-        return ("env", self.config["var"])
-
     def watched_env(self) -> tuple[str, ...]:
         return (self.config["var"],)
 

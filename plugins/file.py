@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from typing import ClassVar
 
-from keyhelper import _lean
-from keyhelper.backend import Backend, Option, Token
+from keyhelper.backend import MISSING, Backend, Option, Token, read_user_file
 from keyhelper.errors import BackendError, Skip
 
 
@@ -15,17 +14,14 @@ class FileBackend(Backend):
     options: ClassVar = {"path": Option(str, required=True, help="the file; ~ expands")}
     cacheable = False  # reading the file is cheaper than a cache entry
 
-    def hit_path_step(self) -> tuple[str, str]:
-        return ("file", self.config["path"])  # expanded by the hit path, as by fetch
-
     def fetch(self) -> Token:
         path = os.path.expanduser(self.config["path"])
-        # The hit path reads it through the same function (_lean._key_file_line), so both
+        # The hit path reads it through the same function (base.route.key_file_line), so both
         # paths refuse the same files: a symlink of another user's, a FIFO, a hard link,
         # another owner, a mode open to group or others.
-        data, why = _lean.read_user_file(path)
+        data, why = read_user_file(path)
         if data is None:
-            if why == _lean.MISSING:
+            if why == MISSING:
                 raise Skip(f"{path} does not exist")
             raise BackendError(f"{path} {why}")
         try:

@@ -17,8 +17,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from keyhelper import _lean, redact
-from keyhelper.backend import LOGIN_VARS, Backend, Option, Token, login_name
+from keyhelper import redact
+from keyhelper.backend import (
+    LOGIN_VARS,
+    MISSING,
+    Backend,
+    Option,
+    Token,
+    login_name,
+    read_user_file,
+)
 from keyhelper.errors import BackendError, ConfigError, Skip, Unavailable, UsageError
 
 if TYPE_CHECKING:
@@ -165,7 +173,7 @@ class JwtBackend(Backend):
             name = self.config["key"]
             origin = f"backend {name!r}"
             try:
-                text = self.context.resolve(name).value
+                text = self.context.fetch_other(name).value
             except ConfigError:
                 raise
             except Skip as exc:
@@ -198,11 +206,11 @@ class SigningKey:
 
 
 def read_key_file(path: str) -> str:
-    """A private key file's text, read as every key file is (keyhelper._lean.read_user_file:
+    """A private key file's text, read as every key file is (keyhelper.backend.read_user_file:
     no FIFO, no other user's file or symlink, no hard link, not open to group or others)."""
-    data, why = _lean.read_user_file(path)
+    data, why = read_user_file(path)
     if data is None:
-        if why == _lean.MISSING:
+        if why == MISSING:
             raise BackendError(f"cannot read key_file {path} (No such file or directory)")
         raise BackendError(f"key_file {path} {why}")
     if len(data) > MAX_KEY_BYTES:

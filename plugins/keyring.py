@@ -1,8 +1,8 @@
 """``keyring``: the key from the OS keyring (macOS Keychain, Windows Credential Locker,
 Secret Service on Linux) through python-keyring. ``keyhelper set`` / ``delete`` write it
-(keyhelper.keyring_store).
+(keyhelper.keystore).
 
-python-keyring is imported inside the calls only (keyhelper.keyring_store), never on a cache
+python-keyring is imported inside the calls only (keyhelper.oskeyring), never on a cache
 hit, and every keyring call has a timeout inside the run's deadline.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from keyhelper.backend import LOGIN_VARS, Backend, Option, Token, login_name
 from keyhelper.errors import ConfigError, Skip, Unavailable
-from keyhelper.keyring_store import OsKeyring
+from keyhelper.oskeyring import OsKeyring
 
 TYPE = "keyring"
 

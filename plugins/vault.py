@@ -17,8 +17,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from keyhelper import _lean
-from keyhelper.backend import Backend, Option, Token
+from keyhelper.backend import MISSING, Backend, Option, Privacy, Token, read_user_file
 from keyhelper.errors import BackendError, ConfigError, Skip, Unavailable
 
 from .vault_auth import Authenticator, Credential, check_options
@@ -273,14 +272,14 @@ class VaultBackend(Backend):
         return f" (the mount {mount}/ exists, KV v{version})"
 
 
-def _existing(path: str, option: str, private: _lean.Privacy = "never") -> str:
+def _existing(path: str, option: str, private: Privacy = "never") -> str:
     """A TLS file, checked as credential files are: a CA bundle someone else could write
     would choose which server gets the Vault token, so it must be the user's or root's and
     not writable by others; a client key must be private too. requests opens it by path."""
     full = os.path.expanduser(path)
-    data, why = _lean.read_user_file(full, private)
+    data, why = read_user_file(full, private)
     if data is None:
-        if why == _lean.MISSING:
+        if why == MISSING:
             raise BackendError(f"{option} {full} does not exist or is not a file")
         raise BackendError(f"{option} {full} {why}")
     return full

@@ -17,9 +17,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from keyhelper import _lean, redact
-from keyhelper.backend import Context
-from keyhelper.cache import write_private
+from keyhelper import redact
+from keyhelper.backend import (
+    MISSING,
+    Context,
+    Privacy,
+    home,
+    read_state_file,
+    read_user_file,
+    write_state_file,
+)
 from keyhelper.errors import BackendError, ConfigError, Skip
 
 from .vault_http import VaultHttp, VaultStatus
@@ -121,7 +128,7 @@ class Authenticator:
             path = os.path.expanduser(self.config["token_file"])
             value = _read_credential(path, "token_file")
             return _remembered(Credential(value, f"token_file {path}"))
-        path = os.path.join(_lean.home(), ".vault-token")
+        path = os.path.join(home(), ".vault-token")
         if not os.path.exists(path):
             raise Skip("no Vault token: $VAULT_TOKEN is not set, no token_file option, "
                        "no ~/.vault-token (run: vault login)")
@@ -207,7 +214,7 @@ class Authenticator:
             return redacted(_read_credential(path, "jwt_file"))
         name = self.config["jwt_backend"]
         try:
-            value = self.context.resolve(name).value.strip()
+            value = self.context.fetch_other(name).value.strip()
         except Skip as exc:
             raise Skip(f"jwt_backend {name!r} gave no JWT: {exc.message}") from None
         except BackendError as exc:
@@ -230,7 +237,7 @@ class Authenticator:
 
     def _cached_login(self) -> LoginToken | None:
         path = self._cache_path()
-        data = _lean.read_file_private(path) if path else None
+        data = read_state_file(path) if path else None
         cached = LoginToken.parse(data) if data else None
         if cached is None:
             return None
@@ -264,7 +271,7 @@ class Authenticator:
         path = self._cache_path()
         if path:
             try:
-                write_private(path, token.serialize())
+                write_state_file(path, token.serialize())
             except OSError as exc:
                 log.warning("cannot keep the Vault login token in %s (%s)", path, exc.strerror)
         return token
@@ -281,17 +288,17 @@ def _remembered(credential: Credential) -> Credential:
     return credential
 
 
-def _read_credential(path: str, what: str, private: _lean.Privacy = "own") -> str:
+def _read_credential(path: str, what: str, private: Privacy = "own") -> str:
     """The first line of a credential file. Missing: Skip (not set up here).
 
-    The rules of the file backend's key file (keyhelper/_lean.py ``read_user_file``): never
+    The rules of the file backend's key file (keyhelper.backend.read_user_file): never
     blocks, a symlink only of the user's or root's, a regular file with one name, owned by
     the user or root, not writable by group or others; one of the user's own must be
     readable by its owner only (as ``vault login`` writes ~/.vault-token, 600).
     """
-    data, why = _lean.read_user_file(path, private)
+    data, why = read_user_file(path, private)
     if data is None:
-        if why == _lean.MISSING:
+        if why == MISSING:
             raise Skip(f"{what} {path} does not exist")
         raise BackendError(f"{what} {path} {why}")
     try:

@@ -10,8 +10,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from keyhelper import _lean
-from keyhelper.cache import write_private
+from keyhelper.backend import read_state_file, write_state_file
 from keyhelper.errors import BackendError
 
 from .vault_auth import Credential
@@ -33,7 +32,7 @@ class MountMemo:
             self.path = os.path.join(state_dir, f"vault-mount-{name}")
 
     def read(self) -> tuple[str, int] | None:
-        data = _lean.read_file_private(self.path) if self.path else None
+        data = read_state_file(self.path) if self.path else None
         if not data:
             return None
         lines = data.decode("utf-8", "replace").split("\n")
@@ -45,7 +44,7 @@ class MountMemo:
         if not self.path:
             return
         try:
-            write_private(self.path, f"{MOUNT_MEMO_FORMAT}\n{mount}\n{kv_version}\n".encode())
+            write_state_file(self.path, f"{MOUNT_MEMO_FORMAT}\n{mount}\n{kv_version}\n".encode())
         except OSError as exc:
             log.debug("vault: cannot remember the mount (%s)", exc.strerror)
 

@@ -22,7 +22,10 @@ from helpers import keyhelper
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keyhelper import _audit_lean, _lean, audit, redact
+from keyhelper import redact
+from keyhelper.base import audit, records
+from keyhelper.base import entry as kentry
+from keyhelper.base.paths import Selection
 
 KEY = "sk-ant-Audit_0123456789abcdef"
 TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
@@ -103,9 +106,9 @@ def test_an_audited_hit_stays_on_the_lean_path(write_config, counted: Any,
         **os.environ, "PYTHONPATH": str(tmp_path / "hook"), "MODULES_OUT": str(bare)})
     # What the interpreter loads by itself (an editable install's finder loads pathlib).
     modules = set(out.read_text().split("\n")) - set(bare.read_text().split("\n"))
-    assert "keyhelper._audit_lean" in modules
-    heavy = {"json", "logging", "socket", "hashlib", "pathlib", "click", "keyhelper.audit",
-             "keyhelper.core", "keyhelper.config"}
+    assert "keyhelper.base.audit" in modules
+    heavy = {"json", "logging", "socket", "hashlib", "pathlib", "click", "keyhelper.resolver",
+             "keyhelper.config"}
     assert not modules & heavy, sorted(modules & heavy)
     assert len(lines(log)) == 2
 
@@ -116,11 +119,11 @@ def test_a_hit_line_from_the_lean_writer(write_config, counted: Any, tmp_path: P
     write_config(f'chain = ["counted"]\n[profiles.work]\n[audit]\npath = "{log}"\n'
                  + counted.toml())
     assert keyhelper("-p", "work").returncode == 0
-    selection = _lean.Selection((), "work")
-    entry = _lean.read_entry(os.environ["KEYHELPER_CACHE_DIR"],
-                             _lean.entry_key(selection, os.environ))
+    selection = Selection((), "work")
+    entry = kentry.read_entry(os.environ["KEYHELPER_CACHE_DIR"],
+                             kentry.entry_key(selection, os.environ))
     assert entry is not None and entry.extra["audit"] == str(log)
-    _audit_lean.append_hit(entry, selection, os.environ)
+    audit.append_hit(entry, selection.profile)
     assert [without_time_and_pid(e) for e in lines(log)] == [
         expected("counted", "miss", counted.key, "work"),
         expected("counted", "hit", counted.key, "work")]
@@ -233,9 +236,9 @@ def test_rotation_keeps_n_old_files(tmp_path: Path) -> None:
     tmp_path = tmp_path / "logs"
     tmp_path.mkdir()
     path = str(tmp_path / "audit.jsonl")
-    line = _audit_lean.format_line(_audit_lean.issuance(None, "env", "hit", KEY, None))
+    line = audit.format_line(audit.issuance(None, "env", "hit", KEY, None))
     for _ in range(200):
-        _audit_lean.append(path, line, max_bytes=2048, keep=2)
+        audit.append(path, line, max_bytes=2048, keep=2)
     names = sorted(os.listdir(tmp_path))
     assert names == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2", "audit.jsonl.lock"]
     for name in names[:3]:
@@ -247,11 +250,12 @@ def test_rotation_keeps_n_old_files(tmp_path: Path) -> None:
 
 WRITER = """
 import sys
-from keyhelper import _audit_lean
+from keyhelper.base import audit
+
 path, who, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 for seq in range(count):
     fields = {"who": who, "seq": seq, "pad": "x" * 150}
-    _audit_lean.append(path, _audit_lean.format_line(fields), max_bytes=16384, keep=60)
+    audit.append(path, audit.format_line(fields), max_bytes=16384, keep=60)
 """
 
 
@@ -274,24 +278,24 @@ def test_concurrent_writers_lose_and_tear_no_line(tmp_path: Path) -> None:
 
 
 def test_append_hit_never_raises(tmp_path: Path) -> None:
-    entry = _lean.Entry(KEY, "env", 1.0, 2.0, 1.5, None, [], "",
+    entry = kentry.Entry(KEY, "env", 1.0, 2.0, 1.5, None, [], "",
                         {"audit": str(tmp_path / "no" / "such" / "dir"), "audit_max_bytes": "x"})
-    _audit_lean.append_hit(entry, _lean.Selection(), {})
+    audit.append_hit(entry, None)
     entry.extra = {"audit": str(tmp_path / "a.jsonl"), "audit_max_bytes": "not a number"}
-    _audit_lean.append_hit(entry, _lean.Selection(), {})
+    audit.append_hit(entry, None)
     entry.extra = {"audit_syslog": str(tmp_path / "no-socket")}
-    _audit_lean.append_hit(entry, _lean.Selection(), {})
+    audit.append_hit(entry, None)
     assert (tmp_path / "a.jsonl").exists()  # written before the bad max_bytes stopped it
     assert not (tmp_path / "no").exists()
 
 
 def test_fingerprint_matches_the_documented_recipe() -> None:
-    assert _audit_lean.fingerprint(KEY) == redact.fingerprint(KEY) == fp(KEY)
+    assert audit.fingerprint(KEY) == redact.fingerprint(KEY) == fp(KEY)
     assert fp(KEY) == "sha256:" + hashlib.sha256(KEY.encode()).hexdigest()[:12]
 
 
 def test_expiry_and_time_are_utc_iso() -> None:
-    fields = _audit_lean.issuance("p", "vault", "miss", KEY, 1798765432.5, now=1798765000.25)
+    fields = audit.issuance("p", "vault", "miss", KEY, 1798765432.5, now=1798765000.25)
     assert fields["time"] == "2027-01-01T00:56:40.250Z"
     assert fields["expires"] == "2027-01-01T01:03:52.500Z"
 
@@ -300,23 +304,23 @@ def test_entry_extra_round_trips_through_the_cache_entry(tmp_path: Path) -> None
     odd = str(tmp_path / "dossier é %20 x" / "audit.jsonl")
     settings = audit.settings({"audit": {"path": odd, "syslog": True}})
     assert settings is not None
-    entry = _lean.Entry(KEY, "env", 1.0, 2.0, 1.5, None, [], "", settings.extra())
-    parsed = _lean.parse_entry(entry.serialize())
+    entry = kentry.Entry(KEY, "env", 1.0, 2.0, 1.5, None, [], "", settings.extra())
+    parsed = kentry.parse_entry(entry.serialize())
     assert parsed is not None
-    assert _audit_lean.decode_field(parsed.extra["audit"]) == odd
-    assert _audit_lean.decode_field(parsed.extra["audit_syslog"]) == "/dev/log"
+    assert parsed.extra["audit"] == odd  # the record quotes it (keyhelper.base.records)
+    assert parsed.extra["audit_syslog"] == "/dev/log"
 
 
 @given(st.dictionaries(st.text(max_size=20), st.one_of(
     st.none(), st.booleans(), st.integers(), st.text(max_size=50)), max_size=8))
 def test_lean_json_is_json(fields: dict[str, Any]) -> None:
-    line = _audit_lean.format_line(fields)
+    line = audit.format_line(fields)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert json.loads(line) == fields
 
 
 @given(st.text())
 def test_entry_field_encoding_round_trips(text: str) -> None:
-    encoded = _audit_lean.encode_field(text)
-    assert all("!" <= ch <= "~" for ch in encoded)
-    assert _audit_lean.decode_field(encoded) == text
+    encoded = records.quote(text)
+    assert all(" " <= ch <= "~" for ch in encoded)
+    assert records.unquote(encoded) == text

@@ -17,7 +17,7 @@ from countingcmd import CountingCommand, counting_command
 from helpers import keyhelper
 from other_user import give, other_user
 
-from keyhelper import _audit_lean
+from keyhelper.base import audit
 
 DEADLINE = 10  # seconds: a call that takes longer is taken as hung
 
@@ -135,8 +135,8 @@ def test_a_group_writable_directory_is_refused(tmp_path: Path) -> None:
     directory = tmp_path / "team"
     directory.mkdir()
     directory.chmod(0o2770)
-    with pytest.raises(_audit_lean.Unsafe) as caught:
-        _audit_lean.append(str(directory / "audit.jsonl"), b"{}\n")
+    with pytest.raises(audit.Unsafe) as caught:
+        audit.append(str(directory / "audit.jsonl"), b"{}\n")
     assert str(caught.value) == f"{directory} is writable by group or others: mode 2770"
     assert not (directory / "audit.jsonl").exists()
 
@@ -203,8 +203,8 @@ def test_a_rotated_name_of_another_user_stops_rotation(shared: Path,
     ours = shared / "audit.jsonl.1"
     ours.write_text("older\n")
     ours.chmod(0o600)
-    with pytest.raises(_audit_lean.NotRotated) as caught:
-        _audit_lean.append(str(log), b"{}\n", max_bytes=1024, keep=3)
+    with pytest.raises(audit.NotRotated) as caught:
+        audit.append(str(log), b"{}\n", max_bytes=1024, keep=3)
     assert str(caught.value) == f"{theirs} is owned by another user: uid {attacker.pw_uid}"
     assert (ours.read_text(), theirs.read_text()) == ("older\n", "theirs\n")
     assert log.read_text().endswith("{}\n" * 401)  # the line itself was written
@@ -212,8 +212,8 @@ def test_a_rotated_name_of_another_user_stops_rotation(shared: Path,
 
 def test_rotation_in_a_sticky_root_directory(shared: Path) -> None:
     log = full_log(shared)
-    _audit_lean.append(str(log), b"{}\n", max_bytes=1024, keep=2)
-    _audit_lean.append(str(log), b"{}\n", max_bytes=1024, keep=2)
+    audit.append(str(log), b"{}\n", max_bytes=1024, keep=2)
+    audit.append(str(log), b"{}\n", max_bytes=1024, keep=2)
     assert sorted(p.name for p in shared.iterdir()) == [
         "audit.jsonl", "audit.jsonl.1", "audit.jsonl.lock"]
     assert log.read_text() == "{}\n"
@@ -225,9 +225,9 @@ def test_a_new_log_is_0600_under_umask_000(tmp_path: Path) -> None:
     logs.mkdir(mode=0o700)
     previous = os.umask(0)
     try:
-        _audit_lean.append(str(logs / "audit.jsonl"), b"{}\n", max_bytes=1024)
-        _audit_lean.append(str(logs / "audit.jsonl"), b"{}\n" * 400, max_bytes=1024)
-        _audit_lean.append(str(logs / "audit.jsonl"), b"{}\n", max_bytes=1024)
+        audit.append(str(logs / "audit.jsonl"), b"{}\n", max_bytes=1024)
+        audit.append(str(logs / "audit.jsonl"), b"{}\n" * 400, max_bytes=1024)
+        audit.append(str(logs / "audit.jsonl"), b"{}\n", max_bytes=1024)
     finally:
         os.umask(previous)
     for name in ("audit.jsonl", "audit.jsonl.1", "audit.jsonl.lock"):
@@ -238,9 +238,9 @@ def test_the_user_field_never_comes_from_the_environment(monkeypatch: pytest.Mon
     """A uid without an account (a container's) is logged as its number, not as $USER."""
     monkeypatch.setenv("USER", "someoneelse")
     monkeypatch.setenv("LOGNAME", "someoneelse")
-    assert _audit_lean._user() == pwd.getpwuid(os.getuid()).pw_name
+    assert audit._user() == pwd.getpwuid(os.getuid()).pw_name
     unknown = 54321
     with pytest.raises(KeyError):
         pwd.getpwuid(unknown)
     monkeypatch.setattr(os, "getuid", lambda: unknown)  # in process: no such account exists
-    assert _audit_lean._user() == "54321"
+    assert audit._user() == "54321"

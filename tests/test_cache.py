@@ -19,10 +19,13 @@ from countingcmd import CountingCommand, counting_command
 from freezegun.api import FrozenDateTimeFactory
 from helpers import keyhelper
 
-from keyhelper import _lean
 from keyhelper.backend import Backend, Option, Token
-from keyhelper.core import Broker, Result
+from keyhelper.base import entry as kentry
+from keyhelper.base import paths as kpaths
+from keyhelper.base.paths import Selection
+from keyhelper.hit import try_hit
 from keyhelper.registry import GROUP, Registry
+from keyhelper.resolver import Result, Run
 
 T0 = 1_800_000_000.0  # 2027-01-15
 
@@ -76,8 +79,8 @@ def create_at(epoch: float) -> str:
 
 def resolve(registry: Registry, *backends: str, profile: str | None = None,
             **env: str) -> Result:
-    selection = _lean.Selection(backends, profile)
-    return Broker(selection, {**os.environ, **env}, registry=registry).resolve()
+    selection = Selection(backends, profile)
+    return Run(selection, {**os.environ, **env}, registry=registry).resolve()
 
 
 # --- TTL and expiry with frozen time --------------------------------------------------------
@@ -163,14 +166,14 @@ def test_hit_path_sees_the_same_clock(write_config, tmp_path: Path, registry: Re
                                       clock: FrozenDateTimeFactory) -> None:
     source = counting_command(tmp_path)
     write_config("ttl = 100\n" + source.toml("vault"))
-    selection = _lean.Selection(("vault",))
+    selection = Selection(("vault",))
     resolve(registry, "vault")
     clock.tick(50)  # before the refresh-ahead window (the last 20 %)
-    assert _lean.try_hit(selection, os.environ) == source.key
+    assert try_hit(selection, os.environ) == source.key
     clock.tick(50)
-    assert _lean.try_hit(selection, os.environ) is None
+    assert try_hit(selection, os.environ) is None
     clock.move_to(create_at(T0 - 1))  # the clock went back: the entry is from the future
-    assert _lean.try_hit(selection, os.environ) is None
+    assert try_hit(selection, os.environ) is None
 
 
 def test_an_entry_depends_on_the_environment_its_backend_reads(
@@ -197,7 +200,7 @@ def vault(write_config, tmp_path: Path) -> CountingCommand:
 
 
 def entry_path(cache: Path) -> Path:
-    key = _lean.entry_key(_lean.Selection(("vault",)), os.environ)
+    key = kentry.entry_key(Selection(("vault",)), os.environ)
     return cache / f"{key}.entry"
 
 
@@ -269,7 +272,7 @@ def test_a_cache_directory_owned_by_another_user_is_not_used(vault: CountingComm
 
 
 def planted_entry(key: str) -> bytes:
-    entry = _lean.Entry(key, "vault", 1.0, 4e9, 4e9, None, [], _lean.env_digest([], {}))
+    entry = kentry.Entry(key, "vault", 1.0, 4e9, 4e9, None, [], kentry.env_digest([], {}))
     return entry.serialize()
 
 
@@ -320,7 +323,7 @@ CORRUPTIONS = {
     "cut_before_last_newline": lambda data: data[:-1],
     "empty": lambda data: b"",
     "garbage": lambda data: os.urandom(64),
-    "wrong_format": lambda data: data.replace(b"keyhelper-cache 1", b"keyhelper-cache 9"),
+    "wrong_format": lambda data: data.replace(kentry.ENTRY_FORMAT.encode(), b"keyhelper-cache 9"),
     "key_with_space": lambda data: data.replace(b"\nkey ", b"\nkey a "),
     "non_ascii": lambda data: data.replace(b"\nkey ", "\nkey \u00e9".encode()),
     "bad_number": lambda data: data.replace(b"\nexpires ", b"\nexpires x"),
@@ -338,7 +341,7 @@ def test_a_corrupt_entry_is_a_miss(vault: CountingCommand, cache_dir: Path,
     path.write_bytes(CORRUPTIONS[corruption](path.read_bytes()))
     get()
     assert vault.calls == 2
-    assert _lean.parse_entry(path.read_bytes()) is not None  # rewritten whole
+    assert kentry.parse_entry(path.read_bytes()) is not None  # rewritten whole
     get()
     assert vault.calls == 2
 
@@ -432,5 +435,5 @@ def test_where_the_cache_lives(vault: CountingCommand, tmp_path: Path,
     get()
     assert len(list((isolated_env / ".cache" / "keyhelper").glob("*.entry"))) == 1
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert _lean.cache_dir(os.environ) == str(isolated_env / ".cache" / "keyhelper")
+    assert kpaths.cache_dir(os.environ) == str(isolated_env / ".cache" / "keyhelper")
     assert vault.calls == 2

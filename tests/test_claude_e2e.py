@@ -23,7 +23,8 @@ from fake_anthropic import serve_gateway
 from fixtures_openbao import OpenBao, audit_reads, start_openbao
 from helpers import SCRIPT
 
-from keyhelper import _lean
+from keyhelper.base import entry as kentry
+from keyhelper.base import paths as kpaths
 
 pytestmark = pytest.mark.claude
 
@@ -164,8 +165,8 @@ def test_vault_down_with_a_valid_cached_key(tmp_path: Path) -> None:
             env = claude_env(home, gateway.url)
             assert finish(claude_p(env, tmp_path))[0] == 0
     # The cache entry's life ends, as it would after the TTL.
-    entry_file = next(Path(_lean.cache_dir(os.environ)).glob("*.entry"))
-    entry = _lean.parse_entry(entry_file.read_bytes())
+    entry_file = next(Path(kpaths.cache_dir(os.environ)).glob("*.entry"))
+    entry = kentry.parse_entry(entry_file.read_bytes())
     assert entry is not None
     entry.expires = entry.refresh = time.time() - 1
     entry_file.write_bytes(entry.serialize())

@@ -22,7 +22,10 @@ import pytest
 from countingcmd import CountingCommand, counting_command
 from helpers import SCRIPT, keyhelper
 
-from keyhelper import _lean
+from keyhelper import cachepolicy
+from keyhelper.base import entry as kentry
+from keyhelper.base import paths as kpaths
+from keyhelper.base.paths import Selection
 
 CLAUDE_ENV = {"AI_AGENT": "claude-code_2.1.332_harness", "CLAUDE_CODE_ENTRYPOINT": "sdk-cli"}
 
@@ -45,14 +48,14 @@ def config_for(write_config, command: CountingCommand, extra: str = "") -> None:
 
 
 def entry_path() -> Path:
-    key = _lean.entry_key(_lean.Selection(), os.environ)
-    return Path(_lean.cache_dir(os.environ)) / f"{key}.entry"
+    key = kentry.entry_key(Selection(), os.environ)
+    return Path(kpaths.cache_dir(os.environ)) / f"{key}.entry"
 
 
 def rewrite_entry(**times: float) -> None:
     """Move an entry's times, as if its life had run on (a subprocess cannot be frozen)."""
     path = entry_path()
-    entry = _lean.parse_entry(path.read_bytes())
+    entry = kentry.parse_entry(path.read_bytes())
     assert entry is not None
     for name, value in times.items():
         setattr(entry, name, value)
@@ -109,9 +112,11 @@ def test_repeat_after_claude_ttl_is_a_plain_hit(tmp_path: Path, write_config) ->
     config_for(write_config, command, "ttl = 3600")
     env = {**CLAUDE_ENV, "CLAUDE_CODE_API_KEY_HELPER_TTL_MS": "60000"}
     assert keyhelper(env=env).stdout == "key-1\n"
-    marker = next(Path(_lean.cache_dir(os.environ)).glob("*.served"))
-    stored, served = marker.read_text().split()
-    marker.write_text(f"{stored} {float(served) - 61}")  # Claude's 60 s TTL has run out
+    marker = next(Path(kpaths.cache_dir(os.environ)).glob("*.served"))
+    seen = kentry.read_marker(str(marker))
+    assert seen is not None
+    stored, served = seen
+    kentry.write_marker(str(marker), stored, served - 61)  # Claude's 60 s TTL has run out
     assert keyhelper(env=env).stdout == "key-1\n"
     assert command.calls == 1
 
@@ -160,9 +165,9 @@ def test_refresh_ahead_serves_at_once_and_refreshes_in_background(tmp_path: Path
     os.mkfifo(gate)
     slow = counting_command(tmp_path, key="key-new", gate=gate, name="slow")
     write_config('chain = ["src"]\n' + slow.toml("src"))
-    entry = _lean.Entry("key-old", "src", time.time(), time.time() + 300, time.time() - 1,
-                        None, [], _lean.env_digest([], os.environ))
-    cache = Path(_lean.cache_dir(os.environ))
+    entry = kentry.Entry("key-old", "src", time.time(), time.time() + 300, time.time() - 1,
+                        None, [], kentry.env_digest([], os.environ))
+    cache = Path(kpaths.cache_dir(os.environ))
     cache.mkdir(mode=0o700)
     entry_path().write_bytes(entry.serialize())
     entry_path().chmod(0o600)
@@ -299,7 +304,7 @@ def test_setup_refuses_broken_settings(isolated_env: Path) -> None:
 
 @pytest.mark.parametrize("value", ["", "abc", "-5", "1e3"])
 def test_non_numeric_claude_ttl_is_ignored(value: str) -> None:
-    assert _lean.claude_ttl({"CLAUDE_CODE_API_KEY_HELPER_TTL_MS": value}) is None
+    assert cachepolicy.claude_ttl({"CLAUDE_CODE_API_KEY_HELPER_TTL_MS": value}) is None
 
 
 def test_remembered_failure_is_not_applied_in_another_environment(tmp_path: Path,

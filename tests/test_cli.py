@@ -17,7 +17,8 @@ from countingcmd import counting_command
 from helpers import keyhelper
 
 import keyhelper as keyhelper_package
-from keyhelper import _lean
+from keyhelper.base import entry as kentry
+from keyhelper.base.paths import Selection
 
 KEY = "sk-ant-Test_0123456789abcdef"
 
@@ -34,7 +35,7 @@ def assert_ttl_left(shown: int, started: float) -> None:
 
 
 def entry_file(cache: Path, *backends: str, profile: str | None = None) -> Path:
-    key = _lean.entry_key(_lean.Selection(backends, profile), os.environ)
+    key = kentry.entry_key(Selection(backends, profile), os.environ)
     return cache / f"{key}.entry"
 
 

@@ -19,7 +19,8 @@ import pytest
 from countingcmd import counting_command
 from helpers import SCRIPT, keyhelper
 
-from keyhelper import _lean
+from keyhelper.base import entry as kentry
+from keyhelper.base.paths import Selection
 
 PROCESSES = 30
 KEY = "sk-ant-Concurrency_0123456789"
@@ -62,7 +63,7 @@ def test_30_processes_on_a_cold_cache_make_one_backend_call(write_config, tmp_pa
     source = counting_command(tmp_path, gate=gate)
     # A generous deadline: 30 interpreters start on a small CI machine before the release.
     write_config("deadline = 60\n" + source.toml("vault", timeout=60))
-    lock = cache_dir / (_lean.entry_key(_lean.Selection(("vault",)), os.environ) + ".lock")
+    lock = cache_dir / (kentry.entry_key(Selection(("vault",)), os.environ) + ".lock")
 
     procs = [subprocess.Popen([SCRIPT, "--backend", "vault"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -15,7 +15,8 @@ import pytest
 from countingcmd import counting_command
 from helpers import keyhelper
 
-from keyhelper import _lean
+from keyhelper.base import entry as kentry
+from keyhelper.base.paths import Selection
 from keyhelper.registry import GROUP
 
 KEY = "sk-ant-Config_0123456789"
@@ -201,8 +202,8 @@ def test_tilde_in_config_path_expands(isolated_env: Path) -> None:
 # --- profiles -----------------------------------------------------------------------------
 
 def stored_ttl(cache: Path, backends: tuple[str, ...] = (), profile: str | None = None) -> float:
-    key = _lean.entry_key(_lean.Selection(backends, profile), os.environ)
-    entry = _lean.parse_entry((cache / f"{key}.entry").read_bytes())
+    key = kentry.entry_key(Selection(backends, profile), os.environ)
+    entry = kentry.parse_entry((cache / f"{key}.entry").read_bytes())
     assert entry is not None
     return entry.expires - entry.stored
 

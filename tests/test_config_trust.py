@@ -20,7 +20,7 @@ import pytest
 from countingcmd import counting_command
 from helpers import keyhelper
 
-from keyhelper import config
+from keyhelper import config, configfile
 from keyhelper.errors import ConfigError
 
 KEY = "sk-ant-Trust_0123456789"
@@ -181,7 +181,7 @@ def test_a_config_made_unsafe_after_a_key_was_cached_is_refused_on_the_next_call
 
 @pytest.fixture
 def as_user(monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setattr(config.os, "getuid", lambda: OTHER_UID)
+    monkeypatch.setattr(configfile.os, "getuid", lambda: OTHER_UID)
     return OTHER_UID
 
 

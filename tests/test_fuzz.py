@@ -20,7 +20,10 @@ from helpers import keyhelper
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from keyhelper import _lean, audit, config
+from keyhelper import config
+from keyhelper.base import audit
+from keyhelper.base import entry as kentry
+from keyhelper.base.paths import Selection
 from keyhelper.errors import ConfigError
 from keyhelper.registry import Registry, allowlist
 
@@ -93,7 +96,7 @@ def toml_document(doc: dict[str, Any]) -> str:
 
 def load_everything(path: Path) -> None:
     """What a run does with a config: load, apply, validate backend options and settings."""
-    settings_ = config.load(_lean.Selection(config=str(path)), os.environ)
+    settings_ = config.load(Selection(config=str(path)), os.environ)
     audit.settings(settings_.raw)
     allowlist(settings_.raw.get("plugins"), {})
     for spec in (*settings_.chain, *settings_.backends.values()):
@@ -166,14 +169,14 @@ def test_cli_turns_a_bad_config_into_exit_2_and_one_line(doc: dict[str, Any], ba
 
 # --- cache entries ------------------------------------------------------------------------------
 
-VALID = _lean.Entry("sk-ant-Entry_0123456789", "vault", 1.0e9, 2.0e9, 1.5e9, None,
+VALID = kentry.Entry("sk-ant-Entry_0123456789", "vault", 1.0e9, 2.0e9, 1.5e9, None,
                     ["KEYHELPER_API_KEY"], "0" * 32, {"audit": "/var/log/x"}).serialize()
 
 
 def check_parsed(data: bytes) -> None:
-    entry = _lean.parse_entry(data)
+    entry = kentry.parse_entry(data)
     if entry is not None:
-        assert isinstance(entry, _lean.Entry)
+        assert isinstance(entry, kentry.Entry)
         assert entry.key and all("!" <= ch <= "~" for ch in entry.key)
 
 
@@ -193,18 +196,18 @@ def test_entry_parser_on_damaged_entries(position: int, cut: int, insert: bytes)
 @given(lines=st.lists(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=30),
                       max_size=12))
 def test_entry_parser_on_entry_shaped_text(lines: list[str]) -> None:
-    check_parsed("\n".join([_lean.ENTRY_FORMAT, *lines, ""]).encode())
+    check_parsed("\n".join([kentry.ENTRY_FORMAT, *lines, ""]).encode())
 
 
 def test_a_valid_entry_round_trips() -> None:
-    entry = _lean.parse_entry(VALID)
+    entry = kentry.parse_entry(VALID)
     assert entry is not None and entry.serialize() == VALID
 
 
 CORRUPT = {
     "empty": b"",
     "garbage": bytes(range(256)),
-    "wrong header": VALID.replace(b"keyhelper-cache 1", b"keyhelper-cache 9"),
+    "wrong header": VALID.replace(kentry.ENTRY_FORMAT.encode(), b"keyhelper-cache 9"),
     "truncated": VALID[: len(VALID) // 2],
     "no final newline": VALID[:-1],
     "key with a space": VALID.replace(b"key sk-ant-", b"key sk ant-"),
@@ -221,7 +224,7 @@ def test_console_script_turns_a_corrupt_entry_into_a_refetch(damage: str, write_
     counted = counting_command(tmp_path)
     write_config('chain = ["counted"]\n' + counted.toml())
     assert keyhelper().stdout == counted.key + "\n"
-    entry = cache_dir / f"{_lean.entry_key(_lean.Selection(), os.environ)}.entry"
+    entry = cache_dir / f"{kentry.entry_key(Selection(), os.environ)}.entry"
     data = entry.read_bytes()
     fresh_times = CORRUPT[damage]
     if damage not in ("empty", "garbage"):  # keep the real entry's names and fresh times
@@ -232,12 +235,12 @@ def test_console_script_turns_a_corrupt_entry_into_a_refetch(damage: str, write_
     run = keyhelper()
     assert (run.returncode, run.stdout, run.stderr) == (0, counted.key + "\n", "")
     assert counted.calls == 2
-    assert _lean.parse_entry(entry.read_bytes()) is not None  # rewritten whole
+    assert kentry.parse_entry(entry.read_bytes()) is not None  # rewritten whole
 
 
 def _damage(data: bytes, damage: str) -> bytes:
     if damage == "wrong header":
-        return data.replace(b"keyhelper-cache 1", b"keyhelper-cache 9")
+        return data.replace(kentry.ENTRY_FORMAT.encode(), b"keyhelper-cache 9")
     if damage == "truncated":
         return data[: len(data) // 2]
     if damage == "no final newline":

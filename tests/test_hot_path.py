@@ -18,14 +18,19 @@ FORBIDDEN = {
     "click", "json", "argparse", "logging", "pathlib", "tomllib", "importlib.metadata",
     "cachetools", "hvac", "jwt", "keyring", "requests", "subprocess", "tempfile",
     "dataclasses", "typing", "threading", "secrets", "hashlib",
-    # keyhelper's own heavy side: only the lean module may serve a hit
-    "keyhelper.core", "keyhelper.config", "keyhelper.cli", "keyhelper.app",
-    "keyhelper.registry", "keyhelper.cache", "keyhelper.backend", "keyhelper_plugins",
+    # keyhelper's own heavy side: only the hit path (hit, cachepolicy, base) may serve a hit
+    "keyhelper.resolver", "keyhelper.chain", "keyhelper.config", "keyhelper.cli",
+    "keyhelper.app", "keyhelper.registry", "keyhelper.stores", "keyhelper.backend",
+    "keyhelper.errors", "keyhelper_plugins",
 }
 
 # keyhelper modules written for the hit path (each imports only os/sys/time and builtins).
-LEAN_MODULES = {"keyhelper", "keyhelper._entry", "keyhelper._lean", "keyhelper._caller",
-                "keyhelper._background", "keyhelper._audit_lean"}
+HIT_MODULES = {"keyhelper", "keyhelper.console", "keyhelper.hit", "keyhelper.cachepolicy"}
+
+
+def on_the_hit_path(module: str) -> bool:
+    return module in HIT_MODULES or module == "keyhelper.base" or module.startswith(
+        "keyhelper.base.")
 
 def hit_modules(hook: dict[str, str], args: list[str], source: CountingCommand) -> set[str]:
     warm = keyhelper(*args)
@@ -47,10 +52,10 @@ def test_a_hit_imports_only_the_lean_path(write_config, tmp_path: Path, hook: di
                  + source.toml("vault"))
     extra = hit_modules(hook, args, source)
     assert not extra & FORBIDDEN, sorted(extra & FORBIDDEN)
-    assert {"keyhelper", "keyhelper._entry", "keyhelper._lean"} <= extra
+    assert {"keyhelper", "keyhelper.console", "keyhelper.hit"} <= extra
     # Nothing else of keyhelper's, and only a handful of small stdlib modules besides.
-    assert {m for m in extra if m.startswith("keyhelper")} <= LEAN_MODULES
-    assert len(extra) <= 10, sorted(extra)
+    assert all(on_the_hit_path(m) for m in extra if m.startswith("keyhelper")), sorted(extra)
+    assert len({m for m in extra if not m.startswith("keyhelper")}) <= 3, sorted(extra)
 
 
 CLAUDE_ENV = {"AI_AGENT": "claude-code_2.1.332_harness", "CLAUDE_CODE_ENTRYPOINT": "cli"}
@@ -72,10 +77,10 @@ def test_a_hit_called_by_claude_code_stays_lean(write_config, tmp_path: Path,
     baseline = loaded(env, [sys.executable, "-c", "pass"])
     extra = loaded(env, [*VIA_PARENT, SCRIPT, "-b", "vault"]) - baseline
     assert source.calls == 1  # a hit, not a refetch
-    assert "keyhelper._caller" in extra  # the Claude Code path really ran
+    assert "keyhelper.base.caller" in extra  # the Claude Code path really ran
     assert len(list(cache_dir.glob("*.served"))) == 2  # one per caller
     assert not extra & FORBIDDEN, sorted(extra & FORBIDDEN)
-    assert {m for m in extra if m.startswith("keyhelper")} <= LEAN_MODULES
+    assert all(on_the_hit_path(m) for m in extra if m.startswith("keyhelper")), sorted(extra)
 
 
 def test_a_miss_does_load_the_core(write_config, tmp_path: Path, hook: dict[str, str]) -> None:
@@ -85,5 +90,5 @@ def test_a_miss_does_load_the_core(write_config, tmp_path: Path, hook: dict[str,
     baseline = loaded(hook, [sys.executable, "-c", "pass"])
     extra = loaded(hook, [SCRIPT, "--backend", "vault"]) - baseline
     assert source.calls == 1
-    assert {"keyhelper.core", "tomllib", "importlib.metadata"} <= extra
+    assert {"keyhelper.resolver", "tomllib", "importlib.metadata"} <= extra
     assert "click" not in extra  # a miss on the get path does not need the CLI either

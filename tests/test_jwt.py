@@ -36,8 +36,11 @@ from jwt_keys import (
     write_key_file,
 )
 
-from keyhelper import _lean, core
+from keyhelper import resolver
+from keyhelper.base import entry as kentry
+from keyhelper.base.paths import Selection
 from keyhelper.errors import Unavailable
+from keyhelper.hit import try_hit
 
 T0 = 1_900_000_000  # 2030-03-17 17:46:40 UTC, a whole second
 JTI = re.compile(r"^[A-Za-z0-9_-]{22}$")
@@ -73,12 +76,12 @@ def jwt_config(write_config: WriteConfig, key_file: Path, algorithm: str,
                         f'key_file = "{key_file}"\n{extra}')
 
 
-def mint_in_process(profile: str | None = None) -> core.Result:
-    return core.resolve(_lean.Selection(("jwt",), profile), os.environ)
+def mint_in_process(profile: str | None = None) -> resolver.Result:
+    return resolver.resolve(Selection(("jwt",), profile), os.environ)
 
 
 def entry_path(cache_dir: Path, profile: str | None = None) -> Path:
-    return cache_dir / f"{_lean.entry_key(_lean.Selection(('jwt',), profile), os.environ)}.entry"
+    return cache_dir / f"{kentry.entry_key(Selection(('jwt',), profile), os.environ)}.entry"
 
 
 def entry_fields(path: Path) -> dict[str, str]:
@@ -159,8 +162,8 @@ def test_each_token_has_a_unique_jti(write_config: WriteConfig, tmp_path: Path,
                                      frozen: object) -> None:
     key_file = write_key_file(tmp_path / "hs.key", signing_material("HS256"))
     write_config(f'[backends.jwt]\nalgorithm = "HS256"\nkey_file = "{key_file}"\n')
-    selection = _lean.Selection(("jwt",), no_cache=True)
-    tokens = [core.resolve(selection, os.environ).token.value for _ in range(20)]
+    selection = Selection(("jwt",), no_cache=True)
+    tokens = [resolver.resolve(selection, os.environ).token.value for _ in range(20)]
     jtis = {unverified(token)[1]["jti"] for token in tokens}
     assert len(jtis) == 20  # same second, same claims: only jti tells them apart
 
@@ -240,7 +243,8 @@ def test_user_claim_is_the_os_account_not_logname_or_user(
     second = keyhelper("--backend", "jwt", env={"LOGNAME": "b", "USER": "b"})
     assert first.returncode == second.returncode == 0
     assert second.stdout == first.stdout
-    assert entry_fields(entry_path(cache_dir))["env_names"] == ""
+    entry = kentry.parse_entry(entry_path(cache_dir).read_bytes())
+    assert entry is not None and entry.env_names == ()
 
 
 def test_user_option_sets_the_user_claim_and_placeholder(write_config: WriteConfig,
@@ -328,22 +332,22 @@ def test_cached_until_60_s_before_exp_then_fresh_when_claude_asks_30_s_before(
     # refresh, a real process outside the frozen clock.
     jwt_config(write_config, key_file, "RS256", "ttl = 600\n",
                top="ttl = 7200\nrefresh_ahead = 0\n")
-    selection = _lean.Selection(("jwt",))
+    selection = Selection(("jwt",))
     first = mint_in_process()
     assert first.source == "fetched" and first.token.expires_at == T0 + 600
 
     frozen.tick(539)  # type: ignore[attr-defined]  # 61 s of life left: plenty, reused
     again = mint_in_process()
     assert (again.source, again.token.value) == ("hit", first.token.value)
-    assert _lean.try_hit(selection, os.environ) == first.token.value  # the lean path agrees
+    assert try_hit(selection, os.environ) == first.token.value  # the lean path agrees
 
     frozen.tick(31)  # type: ignore[attr-defined]  # exp - 30 s: Claude Code's refresh
-    assert _lean.try_hit(selection, os.environ) is None
+    assert try_hit(selection, os.environ) is None
     fresh = mint_in_process()
     assert fresh.source == "fetched" and fresh.token.value != first.token.value
     _, claims = verify(fresh.token.value, verifying_key("RS256"), "RS256")
     assert (claims["iat"], claims["exp"]) == (T0 + 570, T0 + 1170)
-    assert _lean.try_hit(selection, os.environ) == fresh.token.value
+    assert try_hit(selection, os.environ) == fresh.token.value
 
 
 def test_default_cache_life_is_300_s_of_an_hour_long_token(

@@ -19,7 +19,8 @@ import pytest
 from fixtures_keyring import SecretService
 from helpers import keyhelper
 
-from keyhelper import _lean
+from keyhelper.base import entry as kentry
+from keyhelper.base.paths import Selection
 from keyhelper.redact import fingerprint
 
 pytestmark = pytest.mark.keyring
@@ -265,10 +266,10 @@ def test_keyring_cache_store_keeps_no_key_on_disk(secret_service: SecretService,
     secret_service.store(KEY, service=service_name, username=USER)
     first = keyhelper(env=secret_service.env)
     assert (first.returncode, first.stdout, first.stderr) == (0, KEY + "\n", "")
-    entry_key = _lean.entry_key(_lean.Selection(), os.environ)
+    entry_key = kentry.entry_key(Selection(), os.environ)
     cached = secret_service.lookup(service="keyhelper-cache", username=entry_key)
     assert cached is not None
-    entry = _lean.parse_entry(cached.encode())
+    entry = kentry.parse_entry(cached.encode())
     assert entry is not None and (entry.key, entry.backend) == (KEY, "keyring")
     # Served from the keyring store once the source is gone.
     secret_service.clear(service=service_name, username=USER)
@@ -313,14 +314,14 @@ def test_a_hit_on_a_keyring_key_never_loads_keyring(secret_service: SecretServic
                          "MODULES_OUT": str(out)})
     assert (hit.returncode, hit.stdout, hit.stderr) == (0, KEY + "\n", "")
     modules = set(out.read_text().split("\n"))
-    assert "keyhelper._lean" in modules
+    assert "keyhelper.hit" in modules
     assert not {m for m in modules if m.split(".")[0] in
                 ("keyring", "secretstorage", "jeepney", "keyhelper_plugins")}
-    assert not {"keyhelper.keyring_store", "keyhelper.core"} & modules
+    assert not {"keyhelper.oskeyring", "keyhelper.resolver"} & modules
 
 
 def test_importing_the_backend_does_not_import_keyring() -> None:
-    code = ("import sys, keyhelper_plugins.keyring, keyhelper.keyring_store; "
+    code = ("import sys, keyhelper_plugins.keyring, keyhelper.oskeyring; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('keyring', 'secretstorage', 'jeepney')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -16,7 +16,8 @@ import pytest
 from countingcmd import counting_command
 from helpers import SCRIPT, keyhelper
 
-from keyhelper import _lean, redact
+from keyhelper import redact
+from keyhelper.base import entry as kentry
 
 # A command's stderr as an attacker would write it: colour, a window-title change, a bell,
 # backspaces and a bidi override (the command backend keeps its last line).
@@ -68,10 +69,10 @@ def test_non_ascii_backend_and_profile_names_are_cached(tmp_path: Path, write_co
 
 
 def test_entry_fields_round_trip_any_name() -> None:
-    entry = _lean.Entry("k" * 10, "clé,%x y", 1.0, 2.0, 1.5, None, ["VAR_É", "B,C"], "sum")
+    entry = kentry.Entry("k" * 10, "clé,%x y", 1.0, 2.0, 1.5, None, ["VAR_É", "B,C"], "sum")
     data = entry.serialize()
     data.decode("ascii")  # the record is ASCII whatever the names
-    parsed = _lean.parse_entry(data)
+    parsed = kentry.parse_entry(data)
     assert parsed is not None
     assert (parsed.backend, parsed.env_names) == ("clé,%x y", ("VAR_É", "B,C"))
 

@@ -48,7 +48,7 @@ def test_each_built_in_loads_as_a_backend(name: str) -> None:
 def test_the_console_script() -> None:
     scripts = {ep.name: ep.value for ep in metadata.distribution("keyhelper").entry_points
                if ep.group == "console_scripts"}
-    assert scripts == {"keyhelper": "keyhelper._entry:main"}
+    assert scripts == {"keyhelper": "keyhelper.console:main"}
 
 
 def test_dependencies_give_every_backend_its_library() -> None:

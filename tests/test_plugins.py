@@ -159,7 +159,7 @@ class LeakyBackend(Backend):
     summary = "uses another backend's key and puts it in its errors"
 
     def fetch(self):
-        token = self.context.resolve("source")
+        token = self.context.fetch_other("source")
         log.debug("resolved %s", token.value)
         logging.getLogger("leakyplug").warning("using %s", token.value)  # no handler of its own
         raise RuntimeError(f"the store refused {token.value}")

@@ -28,12 +28,13 @@ import pytest
 from countingcmd import counting_command
 from helpers import keyhelper
 
-from keyhelper import _lean, policy
+from keyhelper import policy
+from keyhelper.base import paths as kpaths
 from keyhelper.config import BackendSpec
 from keyhelper.redact import fingerprint as fp
 from keyhelper.registry import narrow
 
-POLICY = Path(_lean.POLICY_PATH)
+POLICY = Path(kpaths.POLICY_PATH)
 KEY = "sk-ant-Policy_0123456789"
 OTHER_UID = 54321
 

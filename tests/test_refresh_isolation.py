@@ -18,7 +18,9 @@ from countingcmd import counting_command
 from helpers import keyhelper
 from test_claude_loop import entry_path, wait_for_refresh_lock
 
-from keyhelper import _background, _lean
+from keyhelper.base import entry as kentry
+from keyhelper.base import paths as kpaths
+from keyhelper.base import spawn
 
 PLANT = "import os; open(os.path.join({marker!r}, {name!r}), 'w').close()\n"
 
@@ -30,7 +32,7 @@ def plant_repository(repo: Path, markers: Path) -> None:
         path.write_text(PLANT.format(marker=str(markers), name=name))
 
     module(repo / "keyhelper" / "__init__.py", "keyhelper")
-    module(repo / "keyhelper" / "_background.py", "keyhelper._background")
+    module(repo / "keyhelper" / "spawn.py", "keyhelper._background")
     module(repo / "json.py", "json")
     module(repo / "logging" / "__init__.py", "logging")
     module(repo / "evilplug.py", "evilplug")
@@ -49,9 +51,9 @@ def test_refresh_child_ignores_the_working_directory(tmp_path: Path, write_confi
     fresh = counting_command(tmp_path, key="key-new", name="fresh")
     write_config('chain = ["src"]\n' + fresh.toml("src"))
     now = time.time()
-    entry = _lean.Entry("key-old", "src", now, now + 300, now - 1, None, [],
-                        _lean.env_digest([], os.environ))
-    cache = Path(_lean.cache_dir(os.environ))
+    entry = kentry.Entry("key-old", "src", now, now + 300, now - 1, None, [],
+                        kentry.env_digest([], os.environ))
+    cache = Path(kpaths.cache_dir(os.environ))
     cache.mkdir(mode=0o700)
     entry_path().write_bytes(entry.serialize())
     entry_path().chmod(0o600)
@@ -67,12 +69,12 @@ def test_refresh_child_ignores_the_working_directory(tmp_path: Path, write_confi
 def test_refresh_child_command_line_is_isolated(tmp_path: Path) -> None:
     """The child's argv: isolated interpreter, and the config path made absolute (it runs
     in /, and must name the same entry as the parent)."""
-    argv, env = _background.absolute(
+    argv, env = spawn.absolute(
         ["--config", "rel/config.toml", "-b", "x", "--config=other.toml"],
         {"KEYHELPER_CACHE_DIR": "relcache", "HOME": "/h"})
     cwd = os.getcwd()
     assert argv == ["--config", os.path.join(cwd, "rel/config.toml"), "-b", "x",
                     "--config=" + os.path.join(cwd, "other.toml")]
     assert env == {"KEYHELPER_CACHE_DIR": os.path.join(cwd, "relcache"), "HOME": "/h"}
-    assert _background.CHILD_FLAGS == ("-I",)
-    assert _background.SAFE_CWD == "/"
+    assert spawn.CHILD_FLAGS == ("-I",)
+    assert spawn.SAFE_CWD == "/"

@@ -13,16 +13,18 @@ from pathlib import Path
 import pytest
 from countingcmd import counting_command
 from helpers import SCRIPT, keyhelper, loaded
-from test_hot_path import FORBIDDEN, LEAN_MODULES
+from test_hot_path import FORBIDDEN, on_the_hit_path
 
-from keyhelper import _lean
+from keyhelper.base import entry as kentry
+from keyhelper.base import paths as kpaths
+from keyhelper.base.paths import Selection
 
 KEY = "sk-ant-Routed_0123456789"
 
 
 def route_file(*backends: str) -> Path:
-    key = _lean.entry_key(_lean.Selection(backends), os.environ)
-    return Path(_lean.cache_dir(os.environ)) / f"{key}.route"
+    key = kentry.entry_key(Selection(backends), os.environ)
+    return Path(kpaths.cache_dir(os.environ)) / f"{key}.route"
 
 
 def lean_run(hook: dict[str, str], args: list[str], env: dict[str, str]) -> set[str]:
@@ -37,10 +39,10 @@ def test_env_key_is_read_on_the_hit_path(hook: dict[str, str]) -> None:
     first = keyhelper("--backend", "env", env=env)
     assert (first.returncode, first.stdout, first.stderr) == (0, KEY + "\n", "")
     route = route_file("env")
-    assert route.read_text() == "keyhelper-route 1\nenv KEYHELPER_API_KEY\n"
+    assert route.read_text() == "keyhelper-route 2\nenv KEYHELPER_API_KEY\n"
     assert stat.S_IMODE(route.stat().st_mode) == 0o600
     assert not list(route.parent.glob("*.entry"))  # the key itself is never cached
-    assert lean_run(hook, ["--backend", "env"], env) <= LEAN_MODULES
+    assert all(map(on_the_hit_path, lean_run(hook, ["--backend", "env"], env)))
     # A new value is read at once: nothing of the key is remembered.
     assert keyhelper("--backend", "env", env={"KEYHELPER_API_KEY": "sk-ant-New_42"}).stdout == (
         "sk-ant-New_42\n")
@@ -51,11 +53,11 @@ def test_route_falls_through_to_the_cached_backend(write_config, tmp_path: Path,
     source = counting_command(tmp_path)
     write_config('chain = ["env", "vault"]\n' + source.toml("vault"))
     assert keyhelper().stdout == source.key + "\n"  # env unset: the command, cached
-    assert route_file().read_text() == "keyhelper-route 1\nenv KEYHELPER_API_KEY\n"
-    assert lean_run(hook, [], {}) <= LEAN_MODULES  # env unset, then the cache entry
+    assert route_file().read_text() == "keyhelper-route 2\nenv KEYHELPER_API_KEY\n"
+    assert all(map(on_the_hit_path, lean_run(hook, [], {})))  # env unset, then the cache entry
     assert source.calls == 1
     assert keyhelper(env={"KEYHELPER_API_KEY": KEY}).stdout == KEY + "\n"  # env wins again
-    assert lean_run(hook, [], {"KEYHELPER_API_KEY": KEY}) <= LEAN_MODULES
+    assert all(map(on_the_hit_path, lean_run(hook, [], {"KEYHELPER_API_KEY": KEY})))
 
 
 @pytest.mark.parametrize("value, reason", [
@@ -76,8 +78,8 @@ def test_file_key_is_read_on_the_hit_path(write_config, tmp_path: Path,
     key_file.chmod(0o600)
     write_config(f'chain = ["kf"]\n[backends.kf]\ntype = "file"\npath = "{key_file}"\n')
     assert keyhelper().stdout == KEY + "\n"
-    assert route_file().read_text() == f"keyhelper-route 1\nfile {key_file}\n"
-    assert lean_run(hook, [], {}) <= LEAN_MODULES
+    assert route_file().read_text() == f"keyhelper-route 2\nfile {key_file}\n"
+    assert all(map(on_the_hit_path, lean_run(hook, [], {})))
     key_file.chmod(0o644)  # now refused: the full path says why, as always
     run = keyhelper()
     assert (run.returncode, run.stdout) == (1, "")
@@ -95,15 +97,15 @@ def test_no_route_when_auditing(write_config, tmp_path: Path) -> None:
 
 def test_a_corrupt_route_is_a_miss_for_the_full_path() -> None:
     assert keyhelper("--backend", "env", env={"KEYHELPER_API_KEY": KEY}).returncode == 0
-    route_file("env").write_text("keyhelper-route 1\nshell rm -rf /\n")
+    route_file("env").write_text("keyhelper-route 2\nshell rm -rf /\n")
     run = keyhelper("--backend", "env", env={"KEYHELPER_API_KEY": KEY})
     assert (run.returncode, run.stdout, run.stderr) == (0, KEY + "\n", "")
-    assert route_file("env").read_text() == "keyhelper-route 1\nenv KEYHELPER_API_KEY\n"
+    assert route_file("env").read_text() == "keyhelper-route 2\nenv KEYHELPER_API_KEY\n"
 
 
 def test_route_parser_accepts_only_known_steps() -> None:
-    assert _lean.parse_route(b"keyhelper-route 1\nenv A\nfile /x y\n") == [("env", "A"),
+    assert kentry.parse_route(b"keyhelper-route 2\nenv A\nfile /x y\n") == [("env", "A"),
                                                                            ("file", "/x y")]
-    for bad in (b"", b"keyhelper-route 2\n", b"keyhelper-route 1\nenv\n",
-                b"keyhelper-route 1\ncommand ls\n", b"keyhelper-route 1\nenv A", b"\xff"):
-        assert _lean.parse_route(bad) is None
+    for bad in (b"", b"keyhelper-route 9\n", b"keyhelper-route 2\nenv\n",
+                b"keyhelper-route 2\ncommand ls\n", b"keyhelper-route 2\nenv A", b"\xff"):
+        assert kentry.parse_route(bad) is None

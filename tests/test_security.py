@@ -20,7 +20,10 @@ from countingcmd import counting_command
 from helpers import SCRIPT, keyhelper
 from test_plugins import PLUGINS, make_distribution
 
-from keyhelper import _lean, audit, backend, errors
+from keyhelper import backend, errors
+from keyhelper.base import audit
+from keyhelper.base import entry as kentry
+from keyhelper.base.paths import Selection
 
 SECRET = "sk-ant-Secret_0123456789abcdefXYZ"
 OTHER_UID = 54321
@@ -33,7 +36,7 @@ def fp(value: str) -> str:
 
 
 def entry_path(cache_dir: Path, *backends: str) -> Path:
-    return cache_dir / f"{_lean.entry_key(_lean.Selection(backends), os.environ)}.entry"
+    return cache_dir / f"{kentry.entry_key(Selection(backends), os.environ)}.entry"
 
 
 @pytest.fixture
@@ -262,7 +265,7 @@ def test_entry_checks_are_made_on_the_open_descriptor(monkeypatch: pytest.Monkey
     """The reader opens with O_NOFOLLOW, then checks type, owner and mode with fstat on that
     descriptor: no path-based stat that a swap between check and use could fool."""
     cache_dir.mkdir(mode=0o700)
-    entry = _lean.Entry(SECRET, "x", 1.0, 2.0, 1.5, None, [], "")
+    entry = kentry.Entry(SECRET, "x", 1.0, 2.0, 1.5, None, [], "")
     path = cache_dir / "k.entry"
     path.write_bytes(entry.serialize())
     path.chmod(0o600)
@@ -274,11 +277,11 @@ def test_entry_checks_are_made_on_the_open_descriptor(monkeypatch: pytest.Monkey
         monkeypatch.setattr(os, name, forbidden)
     for name in ("exists", "isfile", "islink", "getsize"):
         monkeypatch.setattr(os.path, name, forbidden)
-    got = _lean.read_entry(str(cache_dir), "k")
+    got = kentry.read_entry(str(cache_dir), "k")
     assert got is not None and got.key == SECRET
     monkeypatch.undo()
     path.chmod(0o640)
-    assert _lean.read_entry(str(cache_dir), "k") is None
+    assert kentry.read_entry(str(cache_dir), "k") is None
 
 
 def test_audit_settings_never_carry_the_key(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from fixtures_openbao import KV1_MOUNT, OpenBao, free_port, start_openbao
 from helpers import Run, keyhelper
 
-from keyhelper import _lean
+from keyhelper.base import entry as kentry
 
 pytestmark = pytest.mark.vault
 
@@ -27,8 +27,8 @@ def run(openbao: OpenBao, *args: str, token: str = "root", **env: str) -> Run:  
     return keyhelper(*args, env={"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": token, **env})
 
 
-def entries(cache_dir: Path) -> list[_lean.Entry]:
-    found = [_lean.read_entry(str(cache_dir), p.name[: -len(".entry")])
+def entries(cache_dir: Path) -> list[kentry.Entry]:
+    found = [kentry.read_entry(str(cache_dir), p.name[: -len(".entry")])
              for p in sorted(cache_dir.glob("*.entry"))]
     return [e for e in found if e is not None]
 
@@ -160,7 +160,7 @@ def test_rotation_when_the_cache_entry_ends(openbao: OpenBao, write_config, cach
 
     # The entry's end, without waiting 600 s: move its times into the past.
     [path] = cache_dir.glob("*.entry")
-    entry = _lean.parse_entry(path.read_bytes())
+    entry = kentry.parse_entry(path.read_bytes())
     assert entry is not None
     entry.stored, entry.expires, entry.refresh = entry.stored - 700, entry.stored - 100, 0.0
     path.write_bytes(entry.serialize())

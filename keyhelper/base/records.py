@@ -13,6 +13,15 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from hashlib import sha256
+else:
+    try:  # the bare primitive costs 0.4 ms to import; hashlib costs 5 ms
+        from _sha256 import sha256
+    except ImportError:  # pragma: no cover - Python 3.12+ or unusual builds
+        try:
+            from _sha2 import sha256
+        except ImportError:
+            from hashlib import sha256
 
 Fields = list[tuple[str, str]]
 
@@ -82,3 +91,16 @@ def number(text: str) -> float:
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(text)
     return value
+
+
+FINGERPRINT_DIGITS = 12
+
+
+def fingerprint(secret: str) -> str:
+    """First 12 hex digits of the secret's sha256: safe to show, log and compare."""
+    return "sha256:" + sha256(secret.encode()).hexdigest()[:FINGERPRINT_DIGITS]
+
+
+def digest(text: str) -> str:
+    """A 32-hex-digit name for ``text`` (cache entry names, environment digests)."""
+    return sha256(text.encode()).hexdigest()[:32]

@@ -101,7 +101,7 @@ class BackendContract:
         return {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(home)}
 
     def resolve_other(self, name: str) -> Token:
-        """What ``context.resolve(name)`` returns; by default no other backend exists."""
+        """What ``context.fetch_other(name)`` returns; by default no other backend exists."""
         raise ConfigError(f"backend {name!r} cannot be used from here")
 
     # --- helpers ---------------------------------------------------------------------------
@@ -121,7 +121,7 @@ class BackendContract:
         state_dir.mkdir(mode=0o700, exist_ok=True)
         env = {**self.base_env(tmp_path), **setup.env}
         context = Context(None, env, time.monotonic() + (deadline or self.deadline),
-                          str(state_dir), resolve=self.resolve_other)
+                          str(state_dir), fetch_other=self.resolve_other)
         return cls(self.backend_type, options, context)
 
     def fetch(self, backend: Backend) -> Token:

@@ -34,7 +34,10 @@ from xuser import (
     run,
 )
 
-from keyhelper import _caller, _lean
+from keyhelper.base import caller as kcaller
+from keyhelper.base import entry as kentry
+from keyhelper.base import failures, records
+from keyhelper.base.paths import Selection
 
 PLANTED = "sk-ant-Planted_by_another_user_0000"
 CACHED = "sk-ant-Cached_key_of_ours_0000"
@@ -51,14 +54,14 @@ def counted(tmp_path: Path, write_config: Any) -> CountingCommand:
 
 
 def entry_key(*backends: str) -> str:
-    return _lean.entry_key(_lean.Selection(backends), os.environ)
+    return kentry.entry_key(Selection(backends), os.environ)
 
 
 def entry_bytes(key: str, age: float = 10, life: float = 3600) -> bytes:
     """A well-formed entry for a command backend (no environment), stored ``age`` s ago."""
     now = time.time()
-    return _lean.Entry(key, "counted", now - age, now - age + life, now - age + life, None,
-                       [], _lean.env_digest([], {})).serialize()
+    return kentry.Entry(key, "counted", now - age, now - age + life, now - age + life, None,
+                       [], kentry.env_digest([], {})).serialize()
 
 
 def snapshot(*roots: Path) -> dict[str, tuple[int, int, int, bytes]]:
@@ -239,7 +242,7 @@ def test_a_route_not_ours_and_private_is_not_followed(kind: str, planter: Plante
     real.chmod(0o600)
     write_config(f'chain = ["keyfile"]\n[backends.keyfile]\ntype = "file"\npath = "{real}"\n')
     elsewhere = planter.ours("planted.key", PLANTED.encode() + b"\n")
-    route = f"keyhelper-route 1\nfile {elsewhere}\n".encode()
+    route = f"keyhelper-route 2\nfile {elsewhere}\n".encode()
     path = planter.plant(kind, cache / f"{entry_key()}.route", route)
     links = planter.targets()
     result = run()
@@ -249,12 +252,12 @@ def test_a_route_not_ours_and_private_is_not_followed(kind: str, planter: Plante
     served(result, "sk-ant-The_real_key_file_0000")
     assert planter.targets() == links
     if kind != DIRECTORY:
-        assert private_file(path) and path.read_text() == f"keyhelper-route 1\nfile {real}\n"
+        assert private_file(path) and path.read_text() == f"keyhelper-route 2\nfile {real}\n"
 
 
 def caller() -> str:
     """The Claude Code process keyhelper sees: this test process, its parent."""
-    info = _caller._stat(os.getpid())
+    info = kcaller._stat(os.getpid())
     assert info is not None
     return f"{os.getpid()}-{info[2]}"
 
@@ -268,8 +271,9 @@ def test_a_served_marker_not_ours_and_private_is_ignored(kind: str, planter: Pla
     entry = cache / f"{entry_key()}.entry"
     entry.write_bytes(entry_bytes(CACHED))
     entry.chmod(0o600)
-    stored = _lean.parse_entry(entry.read_bytes()).stored  # type: ignore[union-attr]
-    marker = f"{stored!r} {time.time() - 1!r}".encode()
+    stored = kentry.parse_entry(entry.read_bytes()).stored  # type: ignore[union-attr]
+    marker = records.dump(kentry.MARKER_FORMAT, [("stored", repr(stored)),
+                                                 ("served", repr(time.time() - 1))])
     path = planter.plant(kind, cache / f"{entry_key()}.{caller()}.served", marker)
     links = planter.targets()
     result = run(env=CLAUDE)
@@ -291,8 +295,10 @@ def test_a_failure_record_not_ours_and_private_is_ignored(kind: str, planter: Pl
     """A planted failure record would keep the backend from being tried (a denial of
     service with a message of the other user's choosing)."""
     now = time.time()
-    record = (f"{now!r} {now + 600!r} 1 {_lean.env_digest([], {})}\nkeyhelper: no key from "
-              f"counted\n  counted failed: {PLANTED}").encode()
+    record = records.dump(failures.FAILURE_FORMAT, [
+        ("failed_at", repr(now)), ("retry_at", repr(now + 600)), ("count", "1"),
+        ("envsum", kentry.env_digest([], {})),
+        ("message", f"keyhelper: no key from counted\n  counted failed: {PLANTED}")])
     path = planter.plant(kind, cache / f"{entry_key()}.failed", record)
     links = planter.targets()
     result = run()
@@ -316,7 +322,8 @@ def test_a_stale_counter_not_ours_and_private_is_not_counted_on(
     entry = cache / f"{entry_key()}.entry"
     entry.write_bytes(entry_bytes(CACHED, age=100, life=90))
     entry.chmod(0o600)
-    path = planter.plant(kind, cache / f"{entry_key()}.stale", b"41 1.0")
+    path = planter.plant(kind, cache / f"{entry_key()}.stale",
+                         records.dump(failures.STALE_FORMAT, [("count", "41"), ("last", "1.0")]))
     links = planter.targets()
     result = run()
     assert (result.returncode, result.stdout) == (0, CACHED + "\n")
@@ -327,7 +334,8 @@ def test_a_stale_counter_not_ours_and_private_is_not_counted_on(
         assert path.is_dir()
         return
     assert private_file(path)
-    assert path.read_text().split()[0] == ("42" if kind == OURS else "1")
+    counted = failures.FailureLog(str(cache), entry_key()).stale_count()[0]
+    assert counted == (42 if kind == OURS else 1)
 
 
 # --- the state directory ----------------------------------------------------------------

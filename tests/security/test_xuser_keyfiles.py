@@ -1,7 +1,7 @@
 """The ``file`` backend's key file, against another local user.
 
 The key file sits in a shared sticky directory (as /tmp), where the other user can be
-first. The hit path reads it too (the route, keyhelper/_lean.py ``_key_file_line``): both
+first. The hit path reads it too (the route, keyhelper/base/route.py ``key_file_line``): both
 must refuse alike, or the hit path would print what the backend refuses.
 """
 
@@ -20,7 +20,7 @@ from xuser import (
     run,
 )
 
-from keyhelper import _lean
+from keyhelper.base import entry as kentry
 
 PLANTED = "sk-ant-Planted_by_another_user_0000"
 OUR_SYMLINK = "our_symlink"  # control: a symlink of ours (dotfiles, mounted secrets)
@@ -52,14 +52,14 @@ def test_a_key_file_not_ours_and_private_is_refused(
     result = run()
     if kind in (OURS, OUR_SYMLINK):  # control: read when ours, symlink or not
         assert (result.returncode, result.stdout, result.stderr) == (0, PLANTED + "\n", "")
-        assert _lean._key_file_line(str(path)) == PLANTED
+        assert kentry.key_file_line(str(path)) == PLANTED
         return
     reason = REASONS[kind].format(path=path)
     assert (result.returncode, result.stdout, result.stderr) == (
         1, "", f"keyhelper: no key from keyfile\n  keyfile failed: {path} {reason}\n")
     assert planter.targets() == links
     # The hit path's mirror hands the same file over to the full path, which refuses it.
-    assert _lean._key_file_line(str(path)) is None
+    assert kentry.key_file_line(str(path)) is None
 
 
 def test_the_hit_path_refuses_what_the_backend_refuses(

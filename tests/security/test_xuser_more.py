@@ -14,7 +14,8 @@ from countingcmd import counting_command
 from jwt_keys import key_pair
 from xuser import FILE_OBSTACLES, OURS, REFUSALS, Attacker, Planter, run
 
-from keyhelper import _lean
+from keyhelper.base import entry as kentry
+from keyhelper.base.paths import Selection
 
 PEM = key_pair("rsa").private_pem
 
@@ -64,9 +65,9 @@ def test_a_vault_client_key_open_to_others_is_refused(tmp_path: Path, write_conf
 
 def entry_for_refresh(cache: Path) -> Path:
     now = time.time()
-    entry = _lean.Entry("key-old", "src", now, now + 300, now - 1, None, [],
-                        _lean.env_digest([], os.environ))
-    path = cache / f"{_lean.entry_key(_lean.Selection(), os.environ)}.entry"
+    entry = kentry.Entry("key-old", "src", now, now + 300, now - 1, None, [],
+                        kentry.env_digest([], os.environ))
+    path = cache / f"{kentry.entry_key(Selection(), os.environ)}.entry"
     path.write_bytes(entry.serialize())
     path.chmod(0o600)
     return path
@@ -90,5 +91,5 @@ def test_a_served_marker_that_cannot_be_written_leaves_no_temp_file(
         tmp_path: Path, cache: Path) -> None:
     marker = cache / "k.1-2.served"
     marker.mkdir()  # os.replace onto a directory fails
-    _lean.write_marker(str(marker), 1.0, 2.0)
+    kentry.write_marker(str(marker), 1.0, 2.0)
     assert sorted(p.name for p in cache.iterdir()) == ["k.1-2.served"]

@@ -1,4 +1,4 @@
-"""The console script. Serves a cache hit with nothing but the lean module, else hands over.
+"""The console script. Serves a cache hit with keyhelper.hit alone, else hands over.
 
 ``keyhelper [selection options]`` is answered here from the cache when possible; a miss
 goes to the core without click; every other command goes to the click CLI.
@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import sys
 
-from keyhelper import _lean
+from keyhelper.base.paths import parse_get_args
+from keyhelper.hit import try_hit
 
 COMPLETE_VAR = "_KEYHELPER_COMPLETE"  # click's shell completion: always the CLI's business
 
 
 def main() -> None:
-    selection = _lean.parse_get_args(sys.argv[1:])
+    selection = parse_get_args(sys.argv[1:])
     if selection is None or COMPLETE_VAR in os.environ:
         from keyhelper.cli import main as cli_main
 
@@ -24,7 +25,7 @@ def main() -> None:
     # -v is a person diagnosing: the full path says what it does, hit or miss.
     if not (selection.no_cache or selection.verbose) and os.environ.get(
             "KEYHELPER_NO_CACHE") != "1":
-        key = _lean.try_hit(selection, os.environ, sys.argv[1:])
+        key = try_hit(selection, os.environ, sys.argv[1:])
         if key is not None:
             sys.stdout.write(key + "\n")
             sys.stdout.flush()

@@ -1,9 +1,10 @@
-"""The key cache shared by every process of the user: private files, atomic writes, locks.
+"""Where cache entries are stored: files in the user's private cache directory (the
+default), or the OS keyring (``cache = "keyring"``: no secret on disk). A store is a plain
+read/write/delete of entries; what to serve and when to fetch is keyhelper.cachepolicy's.
 
-Entries are named by :func:`keyhelper._lean.entry_key` (selection and config identity, never
-the secret) and read with the same no-symlink, owner- and mode-checking code as the hit
-path. Writes go to a private temp file in the same directory, are fsynced and renamed, so a
-reader sees the old entry or the new one, never half of one.
+File entries are named by :func:`keyhelper.base.entry.entry_key` (selection and config
+identity, never the secret), read and written with keyhelper.base.files (no symlink, owner
+and mode checked on the descriptor, atomic writes), exactly as the hit path reads them.
 """
 
 from __future__ import annotations
@@ -11,11 +12,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import stat
-from collections.abc import Iterator, Mapping
-from typing import Protocol
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from keyhelper import _lean, _platform
+from keyhelper.base import lock as locking
+from keyhelper.base.entry import Entry, entry_path, parse_entry, read_entry
+from keyhelper.base.files import make_private_dirs, safe_dir, write_private
+from keyhelper.base.paths import cache_dir
+from keyhelper.errors import BackendError, DeadlineExceeded
+
+if TYPE_CHECKING:
+    from keyhelper.backend import Context
+    from keyhelper.oskeyring import OsKeyring
 
 log = logging.getLogger(__name__)
 
@@ -24,16 +32,16 @@ _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _LOCK_SUFFIX = ".lock"
 # Files kept beside an entry: the shared failure record, the stale-serve counter, one
 # marker per Claude Code process served, and the hit path's route to env and file keys
-# (keyhelper/failures.py, keyhelper/_lean.py).
+# (keyhelper/base/failures.py, markers.py, route.py).
 _SIDECARS = (".failed", ".stale", ".served", ".route")
 
 
 class Store(Protocol):
     """Where entries live. Files by default; the keyring store keeps no secret on disk."""
 
-    def read(self, key: str) -> _lean.Entry | None: ...
+    def read(self, key: str) -> Entry | None: ...
 
-    def write(self, key: str, entry: _lean.Entry) -> None: ...
+    def write(self, key: str, entry: Entry) -> None: ...
 
     def delete(self, key: str) -> bool: ...
 
@@ -53,8 +61,8 @@ class FileCache:
     @classmethod
     def open(cls, env: Mapping[str, str]) -> FileCache:
         """The user's cache directory, created 0700 if needed; CacheUnusable if unsafe."""
-        directory = _lean.cache_dir(env)
-        if _lean.safe_dir(directory) == "missing":
+        directory = cache_dir(env)
+        if safe_dir(directory) == "missing":
             try:
                 make_private_dirs(directory)
             except OSError as exc:
@@ -63,15 +71,15 @@ class FileCache:
         return cls(directory)
 
     def path(self, key: str) -> str:
-        return _lean.entry_path(self.directory, key)
+        return entry_path(self.directory, key)
 
     def describe(self, key: str) -> str:
         return self.path(key)
 
-    def read(self, key: str) -> _lean.Entry | None:
-        return _lean.read_entry(self.directory, key)
+    def read(self, key: str) -> Entry | None:
+        return read_entry(self.directory, key)
 
-    def write(self, key: str, entry: _lean.Entry) -> None:
+    def write(self, key: str, entry: Entry) -> None:
         # The cache never makes a run fail: a key that cannot be stored is still printed.
         try:
             write_private(self.path(key), entry.serialize())
@@ -129,75 +137,87 @@ class FileCache:
                         exc.strerror or type(exc).__name__)
             yield
             return
-        problem = _lock_problem(os.fstat(fd))
+        problem = locking.regular_and_ours(fd)
         if problem:  # another user's lock could be held forever
             os.close(fd)
             log.warning("cache lock %s not usable (%s); going on without it", path, problem)
             yield
             return
         try:
-            _platform.lock(fd, deadline)
+            try:
+                locking.lock(fd, deadline)
+            except locking.LockTimeout as exc:
+                raise DeadlineExceeded(str(exc)) from None
             try:
                 yield
             finally:
-                _platform.unlock(fd)
+                locking.unlock(fd)
         finally:
             os.close(fd)
-
-
-def make_private_dirs(path: str) -> None:
-    """Create ``path`` and each missing parent 0700: os.makedirs gives its mode to the last
-    directory only, the parents get the umask's (0777 under umask 000)."""
-    missing = []
-    while not os.path.lexists(path) and os.path.dirname(path) != path:
-        missing.append(path)
-        path = os.path.dirname(path)
-    for directory in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # another process made it first
-            os.mkdir(directory, 0o700)
 
 
 def _check_dir(path: str, what: str) -> None:
     """CacheUnusable unless ``path`` is a private directory of ours; one of ours that is
     too open (e.g. made by hand) is tightened to 0700."""
-    reason = _lean.safe_dir(path)
+    reason = safe_dir(path)
     if reason is not None and reason.startswith("its mode"):
         os.chmod(path, 0o700, follow_symlinks=False)
         log.warning("%s %s had mode %s; set to 700", what, path, reason.split()[3].rstrip(","))
-        reason = _lean.safe_dir(path)
+        reason = safe_dir(path)
     if reason is not None:
         raise CacheUnusable(f"{what} {path} not used: {reason}")
 
 
-def _lock_problem(st: os.stat_result) -> str:
-    if not stat.S_ISREG(st.st_mode):
-        return "not a regular file"
-    if os.name == "posix" and st.st_uid != os.getuid():
-        return "owned by another user"
-    return ""
+CACHE_SERVICE = "keyhelper-cache"
+CACHE_TIMEOUT = 3.0  # seconds per keyring call of the cache store
+T = TypeVar("T")
 
 
-def write_private(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically as a 0600 file, whatever the umask."""
-    directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
-    try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o600)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+class KeyringStore:
+    """Cache entries in the OS keyring instead of files (``cache = "keyring"``).
+
+    A keyring that does not work makes every read a miss and every write a no-op, with one
+    warning: the key is still served, just not cached.
+    """
+
+    def __init__(self, keyring: OsKeyring, service: str = CACHE_SERVICE):
+        self.keyring = keyring
+        self.service = service
+        self.problem: str | None = None
+
+    @classmethod
+    def open(cls, context: Context) -> KeyringStore:
+        from keyhelper.oskeyring import OsKeyring
+
+        timeout = lambda: context.timeout(CACHE_TIMEOUT)  # noqa: E731
+        return cls(OsKeyring(context.env, timeout, label="keyring cache"))
+
+    def read(self, key: str) -> Entry | None:
+        text = self._guarded(lambda: self.keyring.get(self.service, key))
+        if not text:
+            return None
+        try:
+            return parse_entry(text.encode("ascii"))
+        except UnicodeEncodeError:
+            return None  # not ours: a miss, overwritten on the next write
+
+    def write(self, key: str, entry: Entry) -> None:
+        data = entry.serialize().decode("ascii")
+        self._guarded(lambda: self.keyring.set(self.service, key, data))
+
+    def delete(self, key: str) -> bool:
+        return bool(self._guarded(lambda: self.keyring.delete(self.service, key)))
+
+    def describe(self, key: str) -> str:
+        return f"OS keyring (service {self.service}, user {key})"
+
+    def _guarded(self, call: Callable[[], T]) -> T | None:
+        if self.problem is not None:
+            return None  # failed once this run: do not pay another timeout
+        try:
+            return call()
+        except Exception as exc:  # a cache must never break the run
+            self.problem = (exc.message if isinstance(exc, BackendError)
+                            else f"{type(exc).__name__}: {exc}")
+            log.warning("keyring cache not used: %s", self.problem)
+            return None

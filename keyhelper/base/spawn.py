@@ -1,18 +1,18 @@
 """Refresh ahead: a hit in the last part of an entry's life is served at once, and a detached
-process fetches the next key.
+process (keyhelper.refresh) fetches the next key.
 
 The hit takes the entry's lock without waiting (so a burst of hits starts one refresh) and
 hands the locked descriptor to the child as fd 3; the kernel keeps the flock while the child
 holds it, and the child's exit releases it, whatever happens. The child inherits neither
 stdout nor stderr (Claude Code waits for those to close) and leaves the session (setsid).
 
-``os.posix_spawn`` keeps ``subprocess`` off the hit path. Where it is missing (Windows),
-there is no background refresh: the entry ends and the next call fetches in the foreground.
-
 The child runs isolated (``python -I``: no current directory, user site or ``PYTHON*``
 variables on its path) and moves to ``/`` before importing anything of its own: Claude Code
 runs the helper inside checkouts, and a ``keyhelper/``, ``json.py`` or ``*.dist-info`` there
 must never be imported. The selection is passed on with its config path made absolute.
+
+``os.posix_spawn`` keeps ``subprocess`` off the hit path. Where it is missing (Windows),
+there is no background refresh: the entry ends and the next call fetches in the foreground.
 """
 
 from __future__ import annotations
@@ -20,10 +20,13 @@ from __future__ import annotations
 import os
 import sys
 
+from keyhelper.base.lock import regular_and_ours, try_lock
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+CHILD_MODULE = "keyhelper.refresh"
 LOCK_FD = 3
 # Isolated mode: ignore the current directory, the user site and every PYTHON* variable.
 CHILD_FLAGS = ("-I",)
@@ -51,22 +54,16 @@ def spawn_refresh(directory: str, key: str, stored: float, argv: Sequence[str]) 
     if not hasattr(os, "posix_spawn"):
         return False
     try:
-        import fcntl
-
         fd = os.open(os.path.join(directory, key + ".lock"),
                      os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
                      | getattr(os, "O_NONBLOCK", 0), 0o600)
-    except (ImportError, OSError):
+    except OSError:
         return False
     try:
-        st = os.fstat(fd)  # another user's lock (or a FIFO) would hold refreshes back
-        if (st.st_mode & 0o170000) != 0o100000 or (
-                hasattr(os, "getuid") and st.st_uid != os.getuid()):
+        # Another user's lock (or a FIFO) would hold refreshes back; a held one means
+        # another process is fetching already.
+        if regular_and_ours(fd) or not try_lock(fd):
             return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False  # another process is fetching already
         devnull = os.devnull
         actions = [
             (os.POSIX_SPAWN_OPEN, 0, devnull, os.O_RDONLY, 0),
@@ -75,7 +72,7 @@ def spawn_refresh(directory: str, key: str, stored: float, argv: Sequence[str]) 
             (os.POSIX_SPAWN_DUP2, fd, LOCK_FD),
         ]
         child_argv, child_env = absolute(argv, os.environ)
-        args = [sys.executable, *CHILD_FLAGS, "-m", "keyhelper._background", repr(stored),
+        args = [sys.executable, *CHILD_FLAGS, "-m", CHILD_MODULE, repr(stored),
                 "--", *child_argv]
         os.posix_spawn(sys.executable, args, child_env, file_actions=actions, setsid=True)
         return True
@@ -83,26 +80,3 @@ def spawn_refresh(directory: str, key: str, stored: float, argv: Sequence[str]) 
         return False
     finally:
         os.close(fd)  # the child's copy keeps the lock
-
-
-def main(args: Sequence[str]) -> int:
-    """The child: refresh the entry unless someone already did, then exit (lock released)."""
-    os.chdir(SAFE_CWD)
-    from keyhelper import _lean
-    from keyhelper.app import no_core_dumps
-    from keyhelper.core import Broker
-
-    stored, separator, *argv = args
-    selection = _lean.parse_get_args(argv) if separator == "--" else None
-    if selection is None:
-        return 2
-    no_core_dumps()
-    try:
-        Broker(selection, os.environ).refresh(float(stored), lock_held=True)
-    except Exception:  # nobody is listening: the next call reports errors in the foreground
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

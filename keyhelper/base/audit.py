@@ -1,9 +1,11 @@
-"""Audit lines on the cache-hit path: ``os`` and ``time`` only (no json, no logging).
+"""The audit log, in one module: one JSON line per key handed out (never the key: its
+fingerprint), appended to a file and/or sent to syslog, by the hit path and the full path
+alike, and read back by ``doctor``.
 
-A hit is served without the core, so its audit line is built and appended here. The full
-path (keyhelper.audit) uses the same functions, so both paths write one format. The
-settings travel in the cache entry's ``extra`` fields, written by the full path when
-``[audit]`` is configured: an entry written without auditing has none and costs nothing.
+``[audit]`` in the config (or the administrator policy) turns it on. A hit is served without
+the config, so the settings travel in the cache entry's extra fields (:func:`entry_extra`):
+an entry written without auditing has none and costs nothing. Lines are JSON built by hand
+(``json`` costs 8 ms to import, more than a whole hit); ``doctor`` parses them with ``json``.
 
 Concurrency: each line is one ``write(2)`` on an ``O_APPEND`` descriptor, so lines of
 concurrent processes never interleave. Rotation (rename ``path`` to ``path.1`` ...) happens
@@ -23,22 +25,15 @@ from __future__ import annotations
 import os
 import time
 
-from keyhelper import _lean
+from keyhelper.base import files
+from keyhelper.base.records import fingerprint
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from hashlib import sha256
+    from typing import Any
 
-    from keyhelper._lean import Entry, Selection
-else:
-    try:  # the bare primitive, as in _lean: hashlib costs 5 ms to import
-        from _sha256 import sha256
-    except ImportError:  # pragma: no cover - Python 3.12+ or unusual builds
-        try:
-            from _sha2 import sha256
-        except ImportError:
-            from hashlib import sha256
+    from keyhelper.base.entry import Entry
 
 # Names of the cache entry's extra fields that carry the audit settings.
 EXTRA_PATH = "audit"
@@ -50,7 +45,6 @@ DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_KEEP = 5
 DEFAULT_SYSLOG_SOCKET = "/dev/log"
 SYSLOG_PRIORITY = 10 * 8 + 6  # facility authpriv (10), severity info (6)
-FINGERPRINT_DIGITS = 12
 _SAFE_FLAGS = (getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
                | getattr(os, "O_CLOEXEC", 0))
 _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | _SAFE_FLAGS
@@ -58,12 +52,7 @@ _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | _SAFE_FLAGS
 _DIR_FLAGS = (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NONBLOCK", 0)
               | getattr(os, "O_CLOEXEC", 0))
 # Names opened, checked and renamed relative to the directory's descriptor (not on Windows).
-_AT = _lean._DIR_FD and os.stat in os.supports_dir_fd and os.rename in os.supports_dir_fd
-
-
-def fingerprint(secret: str) -> str:
-    """Same as keyhelper.redact.fingerprint: "sha256:" and 12 hex digits."""
-    return "sha256:" + sha256(secret.encode()).hexdigest()[:FINGERPRINT_DIGITS]
+_AT = files._DIR_FD and os.stat in os.supports_dir_fd and os.rename in os.supports_dir_fd
 
 
 def iso_time(epoch: float) -> str:
@@ -142,21 +131,6 @@ def issuance(profile: str | None, backend: str, cache: str, key: str,
     }
 
 
-def encode_field(text: str) -> str:
-    """A path as an entry field: printable ASCII, with "%XX" for other bytes (and "%")."""
-    data = text.encode("utf-8", "surrogateescape")
-    return "".join(chr(b) if 0x21 <= b < 0x7F and b != 0x25 else f"%{b:02X}" for b in data)
-
-
-def decode_field(text: str) -> str:
-    parts = text.split("%")
-    data = bytearray(parts[0].encode("ascii"))
-    for part in parts[1:]:
-        data.append(int(part[:2], 16))
-        data += part[2:].encode("ascii")
-    return data.decode("utf-8", "surrogateescape")
-
-
 # --- writing ------------------------------------------------------------------------------
 
 class Unsafe(OSError):
@@ -168,9 +142,9 @@ class NotRotated(OSError):
 
 
 def _dir_problem(st: os.stat_result) -> str | None:
-    if not _lean._is_dir(st.st_mode):
+    if not files._is_dir(st.st_mode):
         return "is not a directory"
-    if not _lean._POSIX:
+    if not files._POSIX:
         return None
     if st.st_uid not in (os.getuid(), 0):
         return f"is owned by another user: uid {st.st_uid}"
@@ -183,7 +157,7 @@ def _dir_problem(st: os.stat_result) -> str | None:
 def _file_problem(st: os.stat_result) -> str | None:
     if (st.st_mode & 0o170000) != 0o100000:
         return "is not a regular file"
-    if _lean._POSIX and st.st_uid != os.getuid():
+    if files._POSIX and st.st_uid != os.getuid():
         return f"is owned by another user: uid {st.st_uid}"
     if st.st_nlink > 1:  # another name for it may be any file of this user's
         return f"has {st.st_nlink} hard links"
@@ -326,7 +300,7 @@ def rotate(dir_fd: int | None, name: str, path: str, fd: int, max_bytes: int,
             if problem is not None:
                 raise Unsafe(f"{path}{suffix} {problem}")
         for index in range(len(names) - 1, 0, -1):
-            try:  # noqa: SIM105 - contextlib is not imported on the hit path
+            try:
                 os.replace(names[index - 1], names[index], src_dir_fd=dir_fd,
                            dst_dir_fd=dir_fd)
             except FileNotFoundError:
@@ -357,8 +331,8 @@ def send_syslog(line: bytes, address: str = DEFAULT_SYSLOG_SOCKET) -> None:
 
 
 def write(line: bytes, extra: Mapping[str, str]) -> None:
-    """Write ``line`` where the (encoded) extra fields say. Raises OSError/ValueError."""
-    path = decode_field(extra[EXTRA_PATH]) if extra.get(EXTRA_PATH) else None
+    """Write ``line`` where the extra fields say. Raises OSError/ValueError."""
+    path = extra.get(EXTRA_PATH)
     problem: Exception | None = None
     if path:
         try:
@@ -368,7 +342,7 @@ def write(line: bytes, extra: Mapping[str, str]) -> None:
             problem = exc  # still try syslog
     address = extra.get(EXTRA_SYSLOG)
     if address:
-        send_syslog(line, decode_field(address))
+        send_syslog(line, address)
     if problem is not None:
         raise problem
 
@@ -377,7 +351,7 @@ def _number(text: str | None, default: int) -> int:
     return int(text) if text and text.isdigit() else default
 
 
-def append_hit(entry: Entry, selection: Selection, env: Mapping[str, str]) -> None:
+def append_hit(entry: Entry, profile: str | None) -> None:
     """Record a cache hit served by the lean path, if the entry says auditing is on.
 
     Never raises: a hit must be served even when the audit log cannot be written.
@@ -386,7 +360,138 @@ def append_hit(entry: Entry, selection: Selection, env: Mapping[str, str]) -> No
         extra = entry.extra
         if not (extra.get(EXTRA_PATH) or extra.get(EXTRA_SYSLOG)):
             return
-        write(format_line(issuance(selection.profile, entry.backend, "hit", entry.key,
+        write(format_line(issuance(profile, entry.backend, "hit", entry.key,
                                    entry.token_expires)), extra)
     except Exception:  # noqa: S110 - by design: the hit path never fails on auditing
         pass
+
+
+# --- settings, the full path and doctor ----------------------------------------
+
+# Result.source -> the "cache" field: what the cache did for this issuance.
+CACHE_FIELD = {"hit": "hit", "fetched": "miss", "uncached": "none"}
+TAIL_BYTES = 65536
+DOCTOR_LINES = 5
+
+
+class AuditSettings:
+    """Where lines go: a file (``path``, ~ expanded) and/or syslog (its socket)."""
+
+    __slots__ = ("keep", "max_bytes", "path", "syslog_socket")
+
+    def __init__(self, path: str | None, syslog_socket: str | None, max_bytes: int, keep: int):
+        self.path = path
+        self.syslog_socket = syslog_socket  # None: no syslog
+        self.max_bytes = max_bytes
+        self.keep = keep
+
+    def extra(self) -> dict[str, str]:
+        """The cache entry's extra fields that let the hit path write the same lines."""
+        fields: dict[str, str] = {}
+        if self.path:
+            fields[EXTRA_PATH] = self.path
+            fields[EXTRA_MAX_BYTES] = str(self.max_bytes)
+            fields[EXTRA_KEEP] = str(self.keep)
+        if self.syslog_socket:
+            fields[EXTRA_SYSLOG] = self.syslog_socket
+        return fields
+
+
+def settings(raw: Mapping[str, Any]) -> AuditSettings | None:
+    """The audit settings of a validated config (see config.AUDIT_KEYS); None when off."""
+    table = raw.get("audit") or {}
+    path = table.get("path")
+    syslog_socket = (table.get("syslog_socket") or DEFAULT_SYSLOG_SOCKET
+                     if table.get("syslog") else None)
+    if not path and not syslog_socket:
+        return None
+    return AuditSettings(os.path.expanduser(path) if path else None, syslog_socket,
+                         int(table.get("max_bytes", DEFAULT_MAX_BYTES)),
+                         int(table.get("keep", DEFAULT_KEEP)))
+
+
+def entry_extra(raw: Mapping[str, Any]) -> dict[str, str]:
+    """Extra fields for a cache entry written under this config ({} when auditing is off)."""
+    audit = settings(raw)
+    return {} if audit is None else audit.extra()
+
+
+def record(settings_raw: Mapping[str, Any], profile: str | None, backend: str, source: str,
+           key: str, expires: float | None) -> str | None:
+    """Append one line for a key handed out by the full path (``source``: how, see
+    CACHE_FIELD), if configured. Returns the warning to show when the log could not be
+    written (the key is still served), else None."""
+    audit = settings(settings_raw)
+    if audit is None:
+        return None
+    line = format_line(issuance(profile, backend, CACHE_FIELD.get(source, source), key,
+                                expires))
+    try:
+        write(line, audit.extra())
+    except NotRotated as exc:
+        return f"audit log not rotated ({exc})"
+    except (OSError, ValueError) as exc:
+        return f"audit log not written ({_reason(exc)})"
+    return None
+
+
+def _reason(exc: Exception) -> str:
+    """An OSError's own words ("Is a directory"), or why the log was refused (Unsafe)."""
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def tail(path: str, count: int) -> list[dict[str, Any] | None]:
+    """The last ``count`` lines of the log, parsed (None for a line that is not JSON).
+
+    Opened as the writer opens it (no symlink, no blocking on a FIFO, this user's regular
+    file in a directory others cannot write), so no one else's lines are shown as ours.
+    """
+    fd = open_for_reading(path)
+    try:
+        size = os.fstat(fd).st_size
+        os.lseek(fd, max(0, size - TAIL_BYTES), os.SEEK_SET)
+        data = os.read(fd, TAIL_BYTES)
+    finally:
+        os.close(fd)
+    lines = data.decode("utf-8", "replace").splitlines()
+    if size > TAIL_BYTES:
+        lines = lines[1:]  # the first one is probably cut
+    import json  # doctor only: the hit path never reads the log
+
+    parsed: list[dict[str, Any] | None] = []
+    for line in lines[-count:]:
+        try:
+            value = json.loads(line)
+        except ValueError:
+            value = None
+        parsed.append(value if isinstance(value, dict) else None)
+    return parsed
+
+
+def describe(raw: Mapping[str, Any], count: int = DOCTOR_LINES) -> list[str]:
+    """``keyhelper doctor``'s lines about the audit log: where it goes, the last entries."""
+    audit = settings(raw)
+    if audit is None:
+        return []  # nothing to say: doctor's output stays as it was
+    lines = []
+    if audit.syslog_socket:
+        lines.append(f"audit syslog: {audit.syslog_socket} (facility authpriv)")
+    if not audit.path:
+        return lines
+    lines.append(f"audit log: {audit.path} (rotated at {audit.max_bytes} bytes, "
+                 f"{audit.keep} old files kept)")
+    try:
+        entries = tail(audit.path, count)
+    except FileNotFoundError:
+        return [*lines, "  no entries yet"]
+    except OSError as exc:
+        return [*lines, f"  cannot read it ({_reason(exc)})"]
+    if not entries:
+        lines.append("  no entries yet")
+    for entry in entries:
+        if entry is None:
+            lines.append("  (a line that is not JSON)")
+            continue
+        lines.append("  " + "  ".join(str(entry.get(name) or "-") for name in (
+            "time", "cache", "backend", "fingerprint", "user", "host", "profile")))
+    return lines

@@ -1,0 +1,246 @@
+"""Private-file I/O, in one place: every file keyhelper reads or writes goes through here.
+
+- Files of its own (cache entries, the route, served markers, failure records, backend
+  state): :func:`read_file_private` (no symlink, regular, one name, ours, 0600 at most) and
+  :func:`write_private` (atomic: a new 0600 temp file, fsync, rename).
+- Files the user keeps (a key file, Vault's credential and TLS files, a JWT signing key):
+  :func:`read_user_file`, with the same rules for every backend and for the hit path.
+- Directories: :func:`safe_dir`, :func:`open_private_dir`, :func:`make_private_dirs`.
+
+Checks are made with fstat on the descriptor that is read, never on the path before the
+open, so nothing can be swapped between check and use; nothing blocks on a FIFO.
+"""
+
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Literal
+
+    Privacy = Literal["always", "own", "never"]
+
+MAX_FILE_BYTES = 65536
+MISSING = "does not exist"
+MAX_SYMLINKS = 8
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_POSIX = os.name == "posix"
+_DIR_FD = os.open in getattr(os, "supports_dir_fd", set())
+
+
+def safe_dir(path: str) -> str | None:
+    """Why ``path`` may not hold keys (a symlink, another owner, open to others), or None."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"cannot inspect it ({exc.strerror})"
+    if not _is_dir(st.st_mode):
+        return "it is a symlink or not a directory"
+    if _POSIX and st.st_uid != os.getuid():
+        return "it is owned by another user"
+    if _POSIX and st.st_mode & 0o077:
+        return f"its mode is {st.st_mode & 0o777:o}, not 700"
+    return None
+
+
+def _is_dir(mode: int) -> bool:
+    return (mode & 0o170000) == 0o040000
+
+
+def read_file_private(path: str, dir_fd: int | None = None) -> bytes | None:
+    """Read a private file: no symlink, regular, one name, ours, 0600 at most. None when not.
+
+    The checks are made with fstat on the descriptor that is read, so nothing can be
+    swapped between check and use; with ``dir_fd`` the name is looked up in that directory.
+    keyhelper writes these files by rename, so each has one name: a second one (a hard
+    link) was not made by keyhelper.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK,
+                     dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if (st.st_mode & 0o170000) != 0o100000:
+            return None
+        if _POSIX and (st.st_uid != os.getuid() or st.st_mode & 0o077 or st.st_nlink != 1):
+            return None
+        return os.read(fd, MAX_FILE_BYTES)
+    finally:
+        os.close(fd)
+
+
+def open_private_dir(path: str) -> int | None:
+    """A descriptor on ``path`` if it is a real directory (not a symlink), ours and 0700.
+
+    Entries are then opened relative to it, so the directory checked is the one read from
+    (no window to swap it for a symlink between the check and the open). None when unsafe,
+    or where the OS cannot open directories (Windows: then ``safe_dir`` alone guards).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if not _is_dir(st.st_mode) or (_POSIX and (st.st_uid != os.getuid() or st.st_mode & 0o077)):
+        os.close(fd)
+        return None
+    return fd
+
+
+def read_private_files(directory: str, names: Sequence[str]) -> list[bytes | None]:
+    """Private files of the cache directory (None for each one missing or unsafe), with
+    the directory checked once and every file opened relative to it."""
+    if not _DIR_FD:
+        if safe_dir(directory) is not None:
+            return [None] * len(names)
+        return [read_file_private(os.path.join(directory, name)) for name in names]
+    dir_fd = open_private_dir(directory)
+    if dir_fd is None:
+        return [None] * len(names)
+    try:
+        return [read_file_private(name, dir_fd=dir_fd) for name in names]
+    finally:
+        os.close(dir_fd)
+
+
+def read_in_private_dir(directory: str, name: str) -> bytes | None:
+    """A private file of the cache directory, if directory and file are safe, else None."""
+    return read_private_files(directory, [name])[0]
+
+
+def read_user_file(path: str, private: Privacy = "always") -> tuple[bytes | None, str]:
+    """A key or credential file the user keeps: (its bytes, "") or (None, why not, to follow
+    the path in a message; MISSING when there is no such file).
+
+    The file backend, its mirror on the hit path and Vault's credential files all read
+    through here, so they decide alike. Never blocks (a FIFO or device is refused). A
+    symlink at the name is followed only if the user or root owns it (another user's
+    link could point at any file of ours). The file must be regular, have one name (a hard
+    link has no owner to check), be owned by the user or root, and not be writable by
+    group or others. ``private``: "always" also refuses any group or other bit; "own"
+    only on a file the user owns (root-provisioned files may be shared, as ssh allows);
+    "never" (a Kubernetes service-account token is root's, mode 644).
+    """
+    fd, why = _open_user_file(path)
+    if fd is None:
+        return None, why
+    try:
+        st = os.fstat(fd)
+        why = _user_file_problem(st, path, private)
+        return (None, why) if why else (_read_all(fd), "")
+    finally:
+        os.close(fd)
+
+
+def _open_user_file(path: str) -> tuple[int | None, str]:
+    flags = os.O_RDONLY | _NOFOLLOW | _NONBLOCK | getattr(os, "O_NOCTTY", 0)
+    for _ in range(MAX_SYMLINKS + 1):
+        try:
+            return os.open(path, flags), ""
+        except FileNotFoundError:
+            return None, MISSING
+        except OSError as exc:
+            try:
+                st = os.lstat(path)
+                if (st.st_mode & 0o170000) != 0o120000:
+                    return None, f"cannot be opened ({exc.strerror})"
+                if _POSIX and st.st_uid not in (os.getuid(), 0):
+                    return None, "is a symlink owned by another user"
+                target = os.readlink(path)
+                again = os.lstat(path)  # the link read is the link checked (links never change)
+            except OSError as err:
+                return None, f"cannot be opened ({err.strerror})"
+            if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino):
+                return None, "changed while it was read"
+            path = os.path.join(os.path.dirname(path), target)
+    return None, "cannot be opened (too many levels of symbolic links)"
+
+
+def _user_file_problem(st: os.stat_result, path: str, private: Privacy) -> str:
+    if (st.st_mode & 0o170000) != 0o100000:
+        return "is not a regular file"
+    if not _POSIX:
+        return ""
+    mine = st.st_uid == os.getuid()
+    if not mine and st.st_uid != 0:
+        return "is owned by another user"
+    if st.st_nlink != 1:
+        return f"has {st.st_nlink} hard links (it must have one name)"
+    mode = st.st_mode & 0o777
+    private_rule = private == "always" or (private == "own" and mine)
+    refused = mode & (0o077 if private_rule else 0o022)
+    fix = f"chmod 600 {path}" if private_rule else f"chmod go-w {path}"
+    if refused & 0o044:
+        return f"is readable by group or others (mode {mode:o}); run: {fix}"
+    if refused & 0o022:
+        return f"is writable by group or others (mode {mode:o}); run: {fix}"
+    if refused:
+        return f"is open to group or others (mode {mode:o}); run: {fix}"
+    return ""
+
+
+def _read_all(fd: int) -> bytes:
+    """Up to one byte past MAX_FILE_BYTES, so that a caller can tell an oversized file."""
+    chunks = []
+    size = 0
+    while size <= MAX_FILE_BYTES:
+        chunk = os.read(fd, MAX_FILE_BYTES + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def write_private(path: str, data: bytes, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically as a 0600 file, whatever the umask: a new temp
+    file beside it (``O_EXCL``, never following a link), fsynced when ``durable``, renamed
+    over ``path``. A reader sees the old file or the new one, never half of one."""
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+    try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o600)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if durable:
+            os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        _unlink_quietly(tmp)
+        raise
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def make_private_dirs(path: str) -> None:
+    """Create ``path`` and each missing parent 0700: os.makedirs gives its mode to the last
+    directory only, the parents get the umask's (0777 under umask 000)."""
+    missing = []
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:  # another process made it first
+            pass
