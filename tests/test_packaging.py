@@ -87,3 +87,16 @@ def test_the_plugins_directory_is_not_importable_as_plugins(tmp_path: Path) -> N
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=tmp_path, env=env, timeout=60, check=False)
     assert run.stdout == "True\n"
+
+
+def test_every_package_is_shipped() -> None:
+    """A regular (non-editable) install ships only the packages pyproject lists: a new
+    subpackage left out works in the editable checkout and breaks every real install."""
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"])
+    found = {".".join(init.parent.relative_to(root).parts)
+             for init in (root / "keyhelper").rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)
