@@ -1,6 +1,6 @@
 """What a key from the OS keyring costs per call: file-cache hit, keyring-cache hit, no cache.
 
-Runs a private gnome-keyring (tests/fixtures_keyring.py), then times whole processes,
+Runs a private gnome-keyring (tests/support/fixtures_keyring.py), then times whole processes,
 interleaved with the yardstick A (the venv's ``python -c pass``), and prints medians.
 Usage: .venv/bin/python scripts/bench_keyring.py [runs]
 """
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from fixtures_keyring import start_secret_service  # noqa: E402
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "support"))
 
 from fixtures_openbao import bao_binary, start_openbao  # noqa: E402
 

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from claude_cli import claude_env, claude_home, claude_p, vault_config  # noqa: E402
 from fixtures_openbao import audit_reads, free_port, start_openbao  # noqa: E402

@@ -1,47 +1,26 @@
 """Every test runs with its own HOME, config, cache and runtime directories, and without the
-developer's keyhelper, Vault or Claude Code variables, so no test touches real files."""
+developer's keyhelper, Vault or Claude Code variables, so no test touches real files
+(``isolated_env`` in keyhelper.testing.fixtures, the kit plugin authors use too).
+
+Shared test code lives in tests/support and is imported as top-level modules
+(``from helpers import keyhelper``): that folder goes on sys.path here, before the plugins
+below are imported.
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+import sys
 from pathlib import Path
 
 import pytest
-from helpers import SITECUSTOMIZE, WriteConfig
 
-# Fixture modules for the real servers, each owned by its backend's tests.
-pytest_plugins = ["fixtures_openbao", "fixtures_keyring"]
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
-CLEARED_PREFIXES = ("KEYHELPER_", "VAULT_", "CLAUDE_CODE_", "AI_AGENT", "XDG_",
-                    "ANTHROPIC_")
+from helpers import SITECUSTOMIZE  # after the sys.path line above
 
-
-@pytest.fixture(autouse=True)
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for name in list(os.environ):
-        if name.startswith(CLEARED_PREFIXES):
-            monkeypatch.delenv(name)
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
-    monkeypatch.setenv("KEYHELPER_CACHE_DIR", str(tmp_path / "cache"))
-    # In-process runs must not lower this test process's core limit for good (the hard limit
-    # cannot be raised again): the console script in a subprocess is what tests it.
-    monkeypatch.setattr("keyhelper.app.no_core_dumps", lambda: None)
-    yield home
-
-
-@pytest.fixture
-def cache_dir(isolated_env: Path) -> Path:
-    return Path(os.environ["KEYHELPER_CACHE_DIR"])
-
-
-@pytest.fixture
-def write_config(isolated_env: Path) -> WriteConfig:
-    return WriteConfig(isolated_env / ".config" / "keyhelper" / "config.toml")
+# The isolated environment and write_config, then the real servers, each fixture module
+# owned by its backend's tests. pytest allows pytest_plugins only in the rootdir's conftest.
+pytest_plugins = ["keyhelper.testing.fixtures", "fixtures_openbao", "fixtures_keyring"]
 
 
 @pytest.fixture

@@ -16,11 +16,15 @@ Covered here:
   ``token_file``, ``~/.vault-token``, ``secret_id_file``, ``jwt_file``, the Kubernetes
   service-account token.
 
-Added after merge (hardened in parallel; their tests go here as test_xuser_<name>.py):
-- the config file (owner and mode of the file and its directory),
-- the administrator's policy file (/etc/keyhelper/policy.toml),
-- the audit log (type, owner, directory, FIFO),
-- Claude Code's settings.json and its directory (``setup claude-code``).
+Hardened in parallel, with the account of tests/support/other_user.py:
+- test_config_trust.py: the config file (owner and mode of the file and its directory),
+- test_audit_trust.py: the audit log (type, owner, directory, FIFO),
+- test_setup_trust.py: Claude Code's settings.json and its directory (``setup claude-code``),
+- the administrator's policy file (/etc/keyhelper/policy.toml): with the rest of the policy's
+  tests in tests/config/test_policy.py.
+
+Also here: test_security.py (the security review, point by point) and test_fuzz.py (what
+keyhelper reads, fuzzed).
 """
 
 from __future__ import annotations

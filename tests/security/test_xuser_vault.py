@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures_openbao import OpenBao
+from fixtures_openbao import OpenBao, approle, seed
 from helpers import Run
 from keyhelper_plugins.vault_auth import LoginToken
-from test_vault_auth import approle, seed
 from xuser import (
     DIRECTORY,
     FIFO,

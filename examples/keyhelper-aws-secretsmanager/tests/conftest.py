@@ -1,4 +1,9 @@
-"""A real moto server on a free loopback port, and an isolated environment per test."""
+"""A real moto server on a free loopback port, and an isolated environment per test.
+
+The isolated environment (a fresh HOME, XDG and cache directories, no keyhelper, Vault or
+Claude Code variables) is keyhelper's own kit, keyhelper.testing.fixtures. Imported by name
+rather than listed in ``pytest_plugins``, which pytest refuses in a conftest.py below the
+rootdir (as this one is when keyhelper's own suite runs it)."""
 
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aws_test_support import CLEARED_PREFIXES
+
+from keyhelper.testing.fixtures import isolated_env, write_config  # noqa: F401  (fixtures)
 
 
 def free_port() -> int:
@@ -63,14 +69,9 @@ def moto(moto_url: str) -> str:
 
 
 @pytest.fixture(autouse=True)
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No developer credentials or config reach a test."""
+def no_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No developer AWS credentials, profile or region reach a test (keyhelper's own
+    variables are cleared by isolated_env)."""
     for name in list(os.environ):
-        if name.startswith(CLEARED_PREFIXES):
+        if name.startswith("AWS_"):
             monkeypatch.delenv(name)
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.setenv("KEYHELPER_CACHE_DIR", str(tmp_path / "cache"))
-    return home

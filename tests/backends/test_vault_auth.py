@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-from fixtures_openbao import OpenBao
+from fixtures_openbao import OpenBao, approle, seed
 from helpers import Run, keyhelper
 
 pytestmark = pytest.mark.vault
@@ -63,26 +63,6 @@ def private_file(path: Path, text: str) -> Path:
     path.write_text(text + "\n")
     path.chmod(0o600)
     return path
-
-
-def seed(openbao: OpenBao, value: str) -> tuple[str, str]:
-    """A KV v2 secret and a policy that may read it: (path, policy name)."""
-    name = openbao.unique()
-    openbao.kv_put(name, {"api_key": value})
-    openbao.policy(f"read-{name}", f'path "secret/data/{name}" {{ capabilities = ["read"] }}\n'
-                                   f'path "secret/metadata/{name}" {{ capabilities = ["list"] }}')
-    return f"secret/{name}", f"read-{name}"
-
-
-def approle(openbao: OpenBao, policy: str) -> tuple[str, str]:
-    """A new AppRole role: (role_id, secret_id)."""
-    openbao.enable_auth("approle")
-    role = f"role-{policy}"
-    openbao.api("POST", f"auth/approle/role/{role}",
-                {"token_policies": [policy], "token_ttl": "1h", "token_max_ttl": "4h"})
-    role_id = openbao.api("GET", f"auth/approle/role/{role}/role-id")["data"]["role_id"]
-    secret_id = openbao.api("POST", f"auth/approle/role/{role}/secret-id")["data"]["secret_id"]
-    return str(role_id), str(secret_id)
 
 
 def login_file(cache_dir: Path) -> Path:

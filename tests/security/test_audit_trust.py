@@ -1,7 +1,7 @@
 """The audit log path is not trusted blindly (issue 10, finding 2): what another local user can
 leave at the log's path, in its directory or beside it (a FIFO, a file of theirs, a lock, a
 rotated name) never hangs a call, never receives a line, and never stops the key. Runs the real
-console script; "another user" is the real account of tests/other_user.py."""
+console script; "another user" is the real account of tests/support/other_user.py."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLAUDE = Path(os.environ.get("KEYHELPER_CLAUDE_BIN",
                              ROOT / ".deps" / "claude" / "node_modules" / ".bin" / "claude"))
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import freezegun
 import pytest
 from freezegun import freeze_time
-from helpers import WriteConfig, keyhelper
+from helpers import keyhelper
 from jwcrypto import jwk
 from jwt_keys import (
     ALGORITHMS,
@@ -41,6 +41,7 @@ from keyhelper.base import entry as kentry
 from keyhelper.base.paths import Selection
 from keyhelper.errors import Unavailable
 from keyhelper.hit import try_hit
+from keyhelper.testing.fixtures import WriteConfig
 
 T0 = 1_900_000_000  # 2030-03-17 17:46:40 UTC, a whole second
 JTI = re.compile(r"^[A-Za-z0-9_-]{22}$")

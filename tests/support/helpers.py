@@ -62,19 +62,6 @@ def _communicate_keep_stdin(proc: subprocess.Popen[str], timeout: float) -> tupl
     return result.get("out", ""), result.get("err", "")
 
 
-class WriteConfig:
-    """Writes the default config file (or another path) and returns its path."""
-
-    def __init__(self, default: Path):
-        self.default = default
-
-    def __call__(self, text: str, path: Path | None = None) -> Path:
-        target = path or self.default
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-        return target
-
-
 SITECUSTOMIZE = """\
 import atexit, os, sys
 

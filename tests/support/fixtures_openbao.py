@@ -206,6 +206,28 @@ def _wait_ready(proc: subprocess.Popen[bytes], addr: str, log_path: str,
             proc.wait(0.02)
 
 
+# Setting up a server for a test (shared by the auth and cross-user tests).
+
+def seed(openbao: OpenBao, value: str) -> tuple[str, str]:
+    """A KV v2 secret and a policy that may read it: (path, policy name)."""
+    name = openbao.unique()
+    openbao.kv_put(name, {"api_key": value})
+    openbao.policy(f"read-{name}", f'path "secret/data/{name}" {{ capabilities = ["read"] }}\n'
+                                   f'path "secret/metadata/{name}" {{ capabilities = ["list"] }}')
+    return f"secret/{name}", f"read-{name}"
+
+
+def approle(openbao: OpenBao, policy: str) -> tuple[str, str]:
+    """A new AppRole role: (role_id, secret_id)."""
+    openbao.enable_auth("approle")
+    role = f"role-{policy}"
+    openbao.api("POST", f"auth/approle/role/{role}",
+                {"token_policies": [policy], "token_ttl": "1h", "token_max_ttl": "4h"})
+    role_id = openbao.api("GET", f"auth/approle/role/{role}/role-id")["data"]["role_id"]
+    secret_id = openbao.api("POST", f"auth/approle/role/{role}/secret-id")["data"]["secret_id"]
+    return str(role_id), str(secret_id)
+
+
 @pytest.fixture(scope="session")
 def openbao() -> Iterator[OpenBao]:
     """One real OpenBao dev server for the test session."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from countingcmd import counting_command
 from helpers import SCRIPT, keyhelper, loaded
-from test_hot_path import FORBIDDEN, on_the_hit_path
+from hit_path import FORBIDDEN, on_the_hit_path
 
 from keyhelper.base import entry as kentry
 from keyhelper.base import paths as kpaths

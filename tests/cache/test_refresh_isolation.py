@@ -14,9 +14,9 @@ import os
 import time
 from pathlib import Path
 
+from cache_entry import entry_path, wait_for_refresh_lock
 from countingcmd import counting_command
 from helpers import keyhelper
-from test_claude_loop import entry_path, wait_for_refresh_lock
 
 from keyhelper.base import entry as kentry
 from keyhelper.base import paths as kpaths

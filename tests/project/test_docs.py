@@ -20,7 +20,7 @@ from keyhelper_plugins.env import EnvBackend
 from keyhelper import config
 from keyhelper.backend import Option
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GEN_DOCS = ROOT / "scripts" / "gen-docs"
 STALE = "stale option table; run: .venv/bin/python scripts/gen-docs"
 

@@ -9,7 +9,6 @@ test_claude_e2e.py.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -19,13 +18,13 @@ import time
 from pathlib import Path
 
 import pytest
+from cache_entry import entry_path, wait_for_refresh_lock
 from countingcmd import CountingCommand, counting_command
 from helpers import SCRIPT, keyhelper
 
 from keyhelper import cachepolicy
 from keyhelper.base import entry as kentry
 from keyhelper.base import paths as kpaths
-from keyhelper.base.paths import Selection
 
 CLAUDE_ENV = {"AI_AGENT": "claude-code_2.1.332_harness", "CLAUDE_CODE_ENTRYPOINT": "sdk-cli"}
 
@@ -45,11 +44,6 @@ def rotating_command(directory: Path) -> CountingCommand:
 
 def config_for(write_config, command: CountingCommand, extra: str = "") -> None:  # type: ignore[no-untyped-def]
     write_config(f'chain = ["src"]\n{extra}\n' + command.toml("src"))
-
-
-def entry_path() -> Path:
-    key = kentry.entry_key(Selection(), os.environ)
-    return Path(kpaths.cache_dir(os.environ)) / f"{key}.entry"
 
 
 def rewrite_entry(**times: float) -> None:
@@ -141,23 +135,6 @@ def test_another_process_rotated_first_no_extra_fetch(tmp_path: Path, write_conf
 
 
 # --- refresh ahead ----------------------------------------------------------------------------
-
-def wait_for_refresh_lock() -> None:
-    """Block until the background refresh releases the entry's lock (or 20 s pass)."""
-    lock = entry_path().with_suffix(".lock")
-    fd = os.open(lock, os.O_RDWR)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                assert time.monotonic() < deadline, "background refresh never finished"
-                os.sched_yield()
-    finally:
-        os.close(fd)
-
 
 def test_refresh_ahead_serves_at_once_and_refreshes_in_background(tmp_path: Path,
                                                                  write_config) -> None:  # type: ignore[no-untyped-def]

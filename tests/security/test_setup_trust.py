@@ -1,6 +1,6 @@
 """``keyhelper setup claude-code`` never leaves or writes settings another user can change
 (issue 10, finding 3): the settings name a command Claude Code runs as the user. Runs the real
-console script; "another user" is the real account of tests/other_user.py."""
+console script; "another user" is the real account of tests/support/other_user.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The keyring backend, ``keyhelper set``/``delete`` and the keyring cache store, against a
-real gnome-keyring Secret Service on a private D-Bus session bus (tests/fixtures_keyring.py),
-through the real console script. Each test uses its own service name in the shared keyring.
+real gnome-keyring Secret Service on a private D-Bus session bus
+(tests/support/fixtures_keyring.py), through the real console script. Each test uses its own
+service name in the shared keyring.
 """
 
 from __future__ import annotations

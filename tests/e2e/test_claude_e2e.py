@@ -1,7 +1,7 @@
 """End to end: the real Claude Code CLI (pinned 2.1.332, installed by scripts/install-claude)
 runs keyhelper as its apiKeyHelper, with keys from a real OpenBao server.
 
-The gateway is a stand-in on loopback (tests/fake_anthropic.py says why); Claude Code, the
+The gateway is a stand-in on loopback (tests/support/fake_anthropic.py says why); Claude Code, the
 helper, the cache and Vault are all real. Vault reads are counted by OpenBao's own file audit
 device. Figures (backend calls per request, rotation-to-success time) are printed; run
 ``scripts/e2e-claude`` to see them.

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from countingcmd import counting_command
 from helpers import SCRIPT, keyhelper
-from test_plugins import PLUGINS, make_distribution
+from plugin_dists import PLUGINS, make_distribution
 
 from keyhelper import backend, errors
 from keyhelper.base import audit

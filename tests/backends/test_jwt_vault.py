@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 from fixtures_openbao import OpenBao
-from helpers import WriteConfig, keyhelper
+from helpers import keyhelper
 from jwt_keys import key_pair, signing_material, write_key_file
+
+from keyhelper.testing.fixtures import WriteConfig
 
 pytestmark = pytest.mark.vault
 

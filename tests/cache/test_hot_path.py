@@ -13,24 +13,8 @@ from pathlib import Path
 import pytest
 from countingcmd import CountingCommand, counting_command
 from helpers import SCRIPT, keyhelper, loaded
+from hit_path import FORBIDDEN, on_the_hit_path
 
-FORBIDDEN = {
-    "click", "json", "argparse", "logging", "pathlib", "tomllib", "importlib.metadata",
-    "cachetools", "hvac", "jwt", "keyring", "requests", "subprocess", "tempfile",
-    "dataclasses", "typing", "threading", "secrets", "hashlib",
-    # keyhelper's own heavy side: only the hit path (hit, cachepolicy, base) may serve a hit
-    "keyhelper.resolver", "keyhelper.chain", "keyhelper.config", "keyhelper.cli",
-    "keyhelper.app", "keyhelper.registry", "keyhelper.stores", "keyhelper.backend",
-    "keyhelper.errors", "keyhelper_plugins",
-}
-
-# keyhelper modules written for the hit path (each imports only os/sys/time and builtins).
-HIT_MODULES = {"keyhelper", "keyhelper.console", "keyhelper.hit", "keyhelper.cachepolicy"}
-
-
-def on_the_hit_path(module: str) -> bool:
-    return module in HIT_MODULES or module == "keyhelper.base" or module.startswith(
-        "keyhelper.base.")
 
 def hit_modules(hook: dict[str, str], args: list[str], source: CountingCommand) -> set[str]:
     warm = keyhelper(*args)
