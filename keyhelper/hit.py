@@ -3,8 +3,8 @@ file) with keyhelper.base and the cache policy's rules alone.
 
 A hit must cost about one interpreter start: this module, keyhelper.cachepolicy and
 keyhelper.base import only the standard library's cheapest modules (no click, json,
-logging, pathlib, tomllib, importlib.metadata or backend library; tests/test_layers.py and
-tests/test_hot_path.py hold that). It finds the entry from the selection arguments and the
+logging, pathlib, tomllib, importlib.metadata or backend library; tests/project/test_layers.py and
+tests/cache/test_hot_path.py hold that). It finds the entry from the selection arguments and the
 config file's identity, never by parsing TOML; on any doubt it answers "miss" (None) and the
 full path (keyhelper.resolver) takes over, deciding with the same rules.
 """

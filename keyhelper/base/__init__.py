@@ -5,5 +5,5 @@ and starting a background refresh.
 Everything here imports only the standard library's cheapest modules (``os``, ``sys``,
 ``time``, the ``_sha256`` primitive; ``fcntl`` and ``_socket`` where needed) and other
 modules of this package: a cache hit (``keyhelper.hit``) runs on this package alone, so a
-hit costs about one interpreter start. tests/test_layers.py holds the rule.
+hit costs about one interpreter start. tests/project/test_layers.py holds the rule.
 """
