@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
+from keyhelper.base import records
 from keyhelper.base.files import MISSING, read_user_file
 from keyhelper.base.files import read_file_private as read_state_file
 from keyhelper.base.files import write_private as write_state_file
@@ -33,11 +34,21 @@ Privacy = Literal["always", "own", "never"]
 
 # What the built-in backends use from the core, offered to every plugin alike: the reader
 # of key and credential files (the rules of SECURITY.md), private state files in
-# ``Context.state_dir``, the user's home. (Also: :func:`login_name`, :func:`call_with_timeout`
-# below, and keyhelper.oskeyring.OsKeyring.)
+# ``Context.state_dir`` and the one record format for them, the user's home. (Also:
+# :func:`login_name`, :func:`call_with_timeout` below, and keyhelper.oskeyring.OsKeyring.)
 __all__ = ["MISSING", "Backend", "Context", "Option", "Privacy", "Token", "call_with_timeout",
-           "home", "login_name", "option_fits", "read_state_file", "read_user_file",
-           "wall_clock", "write_state_file"]
+           "dump_record", "home", "load_record", "login_name", "option_fits",
+           "read_state_file", "read_user_file", "record_number", "wall_clock",
+           "write_state_file"]
+
+# The record format of every small state file (keyhelper.base.records): a header line
+# naming the kind and its version, then one escaped ``name value`` line per field.
+# dump_record(header, [(name, value), ...]) -> bytes; load_record(header, data,
+# required=(...)) -> {name: value} or None when anything is off (a damaged file is absent);
+# record_number(text) -> a finite float, ValueError otherwise.
+dump_record = records.dump
+load_record = records.load_unique
+record_number = records.number
 
 
 @dataclass(frozen=True)
@@ -58,13 +69,63 @@ class Token:
 
 @dataclass(frozen=True)
 class Option:
-    """One option of a backend: its type, default and help line."""
+    """One option of a backend: its type, default and help line, and the values it allows.
+
+    ``choices``, ``min`` and ``max`` are checked when the configuration loads, wherever the
+    backend sits in the chain, and shown in the generated docs. ``message`` replaces the
+    generated "expected ..." text when a value is outside them; ``{value}`` in it is
+    replaced by the value's repr.
+    """
 
     types: type | tuple[type, ...]
     default: Any = None
     required: bool = False
     help: str = ""
     item_type: type | None = None  # element type for list options, value type for tables
+    choices: tuple[Any, ...] | None = None  # the only values allowed
+    min: float | None = None  # lowest number allowed (excluded with min_exclusive)
+    max: float | None = None  # highest number allowed (excluded with max_exclusive)
+    min_exclusive: bool = False
+    max_exclusive: bool = False
+    message: str = ""
+
+    def describe_allowed(self) -> str:
+        """What the value may be, e.g. ``"kv" or "logical"``, ``a number from 0 to below 1``
+        (the words of scripts/gen-docs)."""
+        if self.choices:
+            # Strings as TOML writes them (json.dumps in scripts/gen-docs, but json stays
+            # off the import path of a run).
+            shown = [f'"{c}"' if isinstance(c, str) else _number(c) for c in self.choices]
+            return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1]
+        above = "above " if self.min_exclusive else ""
+        below = "below " if self.max_exclusive else ""
+        if self.min is not None and self.max is not None:
+            bounds = f"from {above}{_number(self.min)} to {below}{_number(self.max)}"
+        elif self.min is not None:
+            bounds = f"{above or 'at least '}{_number(self.min)}"
+        elif self.max is not None:
+            bounds = f"{below or 'at most '}{_number(self.max)}"
+        else:
+            return self.describe_type()
+        return f"{self.describe_type()} {bounds}"
+
+    def value_problem(self, value: Any) -> str | None:
+        """Why ``value`` (of the right type) is not among the choices or within the bounds."""
+        if self.choices is not None:
+            allowed = value in self.choices
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            allowed = not (
+                (self.min is not None and (value < self.min
+                                           or (self.min_exclusive and value == self.min)))
+                or (self.max is not None and (value > self.max
+                                              or (self.max_exclusive and value == self.max))))
+        else:
+            allowed = True
+        if allowed:
+            return None
+        if self.message:
+            return self.message.replace("{value}", repr(value))
+        return f"expected {self.describe_allowed()}"
 
     def describe_type(self) -> str:
         types = self.types if isinstance(self.types, tuple) else (self.types,)
@@ -117,8 +178,6 @@ class Backend(abc.ABC):
 
     #: Options accepted in ``[backends.NAME]`` besides ``type``.
     options: ClassVar[Mapping[str, Option]] = {}
-    #: Environment variables whose values change what ``fetch`` returns (cache keying).
-    env_vars: ClassVar[tuple[str, ...]] = ()
     #: False when the source is cheaper to read than a cache entry (env, file): its key is
     #: then never copied to the cache.
     cacheable: ClassVar[bool] = True
@@ -162,8 +221,24 @@ class Backend(abc.ABC):
         return result
 
     def watched_env(self) -> tuple[str, ...]:
-        """Environment variable names this instance depends on (default: ``env_vars``)."""
-        return self.env_vars
+        """Environment variables whose values change what ``fetch`` returns: their values
+        are part of the cache key, so a change of one is a cache miss."""
+        return ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Plugins written before watched_env() replaced the ``env_vars`` class attribute:
+        # still key the cache on those variables (serving a key fetched under another
+        # $AWS_PROFILE would be wrong), and say what to write instead.
+        names = cls.__dict__.get("env_vars")
+        if names is not None and "watched_env" not in cls.__dict__:
+            import warnings
+
+            warnings.warn(f"{cls.__qualname__}.env_vars is deprecated: define "
+                          "watched_env(self) returning those names", DeprecationWarning,
+                          stacklevel=2)
+            frozen = tuple(names)
+            cls.watched_env = lambda self: frozen  # type: ignore[method-assign]
 
     @abc.abstractmethod
     def fetch(self) -> Token:
@@ -183,7 +258,14 @@ def option_problem(value: Any, spec: Option, got: str) -> tuple[str, str] | None
     if found is not None:
         where, number = found
         return where, f"expected a finite number, got {number}"
-    return None
+    problem = spec.value_problem(value)
+    return None if problem is None else ("", problem)
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _type_fits(value: Any, spec: Option) -> bool:

@@ -26,17 +26,25 @@ _OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBL
 
 
 # Settings a profile may override, and the top level may set.
+def positive_seconds(default: float | None, help: str) -> Option:
+    """A number of seconds above 0, said as every such setting says it."""
+    return Option((int, float), default, help=help, min=0, min_exclusive=True,
+                  message="expected a positive number of seconds")
+
+
 SETTINGS: dict[str, Option] = {
-    "ttl": Option((int, float), help="seconds a key is cached"),
-    "deadline": Option((int, float), DEFAULT_DEADLINE, help="seconds for the whole run"),
-    "stale_grace": Option((int, float), DEFAULT_STALE_GRACE,
-                          help="seconds past its cache life a key may be served if every "
-                               "backend fails (never past the key's own expiry)"),
+    "ttl": positive_seconds(None, "seconds a key is cached"),
+    "deadline": positive_seconds(DEFAULT_DEADLINE, "seconds for the whole run"),
+    "stale_grace": positive_seconds(DEFAULT_STALE_GRACE,
+                                    "seconds past its cache life a key may be served if every "
+                                    "backend fails (never past the key's own expiry)"),
     "refresh_ahead": Option((int, float), 0.2, help="last fraction of a cache life in which "
-                                                    "a hit triggers a background refresh"),
+                                                    "a hit triggers a background refresh",
+                            min=0, max=1, max_exclusive=True,
+                            message="expected a fraction from 0 to below 1"),
     "rotation_detection": Option(bool, True, help="fetch anew when Claude Code asks again "
                                                   "before its own TTL (its key was rejected)"),
-    "cache": Option(str, "files", help='where keys are cached: "files" or "keyring"'),
+    "cache": Option(str, "files", help="where keys are cached", choices=("files", "keyring")),
 }
 
 
@@ -62,8 +70,10 @@ AUDIT_KEYS: dict[str, Option] = {
     "path": Option(str, help="JSON lines file, absolute or ~/..."),
     "syslog": Option(bool, False, help="also send each line to syslog (facility authpriv)"),
     "syslog_socket": Option(str, "/dev/log", help="the local syslog socket"),
-    "max_bytes": Option(int, 10 * 1024 * 1024, help="rotate the file at this size"),
-    "keep": Option(int, 5, help="rotated files kept (path.1 ... path.N)"),
+    "max_bytes": Option(int, 10 * 1024 * 1024, help="rotate the file at this size", min=1024,
+                        message="expected a size in bytes, at least 1024"),
+    "keep": Option(int, 5, help="rotated files kept (path.1 ... path.N)", min=1, max=100,
+                   message="expected a number of files from 1 to 100"),
 }
 
 
@@ -188,7 +198,8 @@ def parse_toml(data: bytes, source: str) -> dict[str, Any]:
 
 def check_table(table: Mapping[str, Any], schema: Mapping[str, Option], *, source: str,
                 prefix: str) -> dict[str, Any]:
-    """Check keys and types of ``table`` against ``schema`` (no defaults filled in)."""
+    """Check keys, types, choices and bounds of ``table`` against ``schema`` (no defaults
+    filled in)."""
     checked: dict[str, Any] = {}
     for key, value in table.items():
         spec = schema.get(key)
@@ -200,12 +211,6 @@ def check_table(table: Mapping[str, Any], schema: Mapping[str, Option], *, sourc
         if problem is not None:
             inside, message = problem
             raise ConfigError(message, source=source, key=where + inside)
-        if key in ("ttl", "deadline", "stale_grace") and value <= 0:
-            raise ConfigError("expected a positive number of seconds", source=source, key=where)
-        if key == "refresh_ahead" and not 0 <= value < 1:
-            raise ConfigError("expected a fraction from 0 to below 1", source=source, key=where)
-        if key == "cache" and value not in ("files", "keyring"):
-            raise ConfigError('expected "files" or "keyring"', source=source, key=where)
         checked[key] = value
     return checked
 
@@ -218,12 +223,6 @@ def check_audit(table: Mapping[str, Any], *, source: str) -> None:
                                   or not os.path.isabs(os.path.expanduser(value))):
             raise ConfigError("expected an absolute path (or one starting with ~/)",
                               source=source, key=f"audit.{key}")
-    if checked.get("max_bytes", 1024) < 1024:
-        raise ConfigError("expected a size in bytes, at least 1024", source=source,
-                          key="audit.max_bytes")
-    if not 1 <= checked.get("keep", 1) <= 100:
-        raise ConfigError("expected a number of files from 1 to 100", source=source,
-                          key="audit.keep")
 
 
 def _type_name(value: Any) -> str:

@@ -10,7 +10,7 @@ from keyhelper.base import audit
 from keyhelper.base.failures import FailureLog
 from keyhelper.base.paths import POLICY_PATH, Selection
 from keyhelper.config import Settings
-from keyhelper.errors import EXIT_NO_KEY, EXIT_OK, BackendError, ConfigError
+from keyhelper.errors import EXIT_NO_KEY, EXIT_OK, BackendError, ConfigError, Skip
 from keyhelper.registry import ALLOW_ENV, Registry, allowlist
 from keyhelper.resolver import Run
 
@@ -130,7 +130,7 @@ def list_backends(env: Mapping[str, str], echo: Echo) -> int:
         try:
             cls = registry.load(name)
             cls.check_available()
-        except BackendError as exc:
+        except (BackendError, Skip) as exc:  # Unavailable is a Skip
             echo(f"{name:10} {origin:24} unusable: {exc.message}")
             continue
         echo(f"{name:10} {origin:24} usable  {cls.summary}")

@@ -53,8 +53,8 @@ class ConfigError(KeyhelperError):
         return f"config error: {where}: {message}" if where else f"config error: {message}"
 
 
-class BackendError(KeyhelperError):
-    """A backend that is configured here but failed ("mine, but it broke")."""
+class _BackendOutcome(KeyhelperError):
+    """What a backend says when it gives no key: a message and the backend's name."""
 
     def __init__(self, message: str, *, backend: str | None = None):
         self.message = message
@@ -65,8 +65,16 @@ class BackendError(KeyhelperError):
         return f"{self.backend}: {self.message}" if self.backend else self.message
 
 
-class Skip(BackendError):
-    """Not configured here: try the next backend. The message says why."""
+class BackendError(_BackendOutcome):
+    """A backend that is configured here but failed ("mine, but it broke")."""
+
+
+class Skip(_BackendOutcome):
+    """Not configured here: try the next backend. The message says why.
+
+    A sibling of :class:`BackendError`, not a kind of it: ``except BackendError`` never
+    swallows a skip, so handlers need not be written in a particular order.
+    """
 
 
 class Unavailable(Skip):

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from keyhelper.base.paths import Selection
-from keyhelper.errors import EXIT_OK, UsageError
+from keyhelper.errors import EXIT_OK, BackendError, UsageError
 from keyhelper.resolver import Run
 
 JWT_TYPE = "jwt"
@@ -16,7 +16,12 @@ JWT_TYPE = "jwt"
 
 @runtime_checkable
 class PublishesJwk(Protocol):
-    """A backend that signs with an asymmetric key and can show its public half."""
+    """A backend that signs with a key and can show its public half.
+
+    ``public_jwk`` raises :class:`BackendError` naming the backend itself (``backend=``)
+    when it has no public key to publish (an HMAC secret): the command was pointed at the
+    wrong backend, a usage error. Any other error is a failure to read the key.
+    """
 
     def public_jwk(self) -> dict[str, str]: ...
 
@@ -34,7 +39,12 @@ def public_jwks(selection: Selection, env: Mapping[str, str]) -> dict[str, Any]:
         backend = run.chain.build(spec)
         if not isinstance(backend, PublishesJwk):
             raise UsageError(f"keyhelper jwks: backend {spec.name!r} has no public key")
-        jwk = backend.public_jwk()
+        try:
+            jwk = backend.public_jwk()
+        except BackendError as exc:
+            if exc.backend != spec.name:
+                raise
+            raise UsageError(exc.describe()) from None
         if jwk not in keys:
             keys.append(jwk)
     return {"keys": keys}

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from keyhelper.backend import call_with_timeout
-from keyhelper.errors import BackendError, ConfigError, DeadlineExceeded, Unavailable
+from keyhelper.errors import BackendError, ConfigError, DeadlineExceeded, Skip, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class OsKeyring:
         except errors.InitError as exc:
             raise Unavailable(f"the OS keyring cannot be opened: {exc}",
                               backend=self.label) from None
-        except BackendError:
+        except (BackendError, Skip):  # ours already (Unavailable is a Skip)
             raise
         except Exception as exc:  # secretstorage/jeepney errors leak through python-keyring
             log.debug("keyring call failed", exc_info=True)

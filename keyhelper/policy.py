@@ -28,6 +28,7 @@ from keyhelper.configfile import (
     check_audit,
     check_table,
     parse_toml,
+    positive_seconds,
     read_trusted,
 )
 from keyhelper.errors import ConfigError
@@ -40,8 +41,8 @@ TOP_LEVEL: dict[str, Option] = {
     "audit": Option(dict, help="[audit], as in the config; replaces the config's"),
     "backends": Option(dict, help="[backends] allowed_types: the backend types a chain may use"),
     "command": Option(dict, help="[command] allowed: the programs the command backend may run"),
-    "min_ttl": Option((int, float), help="seconds a key is cached at least"),
-    "max_ttl": Option((int, float), help="seconds a key is cached at most"),
+    "min_ttl": positive_seconds(None, "seconds a key is cached at least"),
+    "max_ttl": positive_seconds(None, "seconds a key is cached at most"),
 }
 BACKENDS_KEYS: dict[str, Option] = {"allowed_types": Option(list, item_type=str)}
 COMMAND_KEYS: dict[str, Option] = {
@@ -153,9 +154,6 @@ def apply(policy: Policy | None,
 
 
 def _ttl_bounds(top: Mapping[str, Any], path: str) -> tuple[float | None, float | None]:
-    for key in ("min_ttl", "max_ttl"):
-        if key in top and top[key] <= 0:
-            raise ConfigError("expected a positive number of seconds", source=path, key=key)
     low, high = top.get("min_ttl"), top.get("max_ttl")
     if low is not None and high is not None and low > high:
         raise ConfigError(f"greater than max_ttl ({high})", source=path, key="min_ttl")

@@ -19,7 +19,7 @@ from keyhelper.base import lock as locking
 from keyhelper.base.entry import Entry, entry_path, parse_entry, read_entry
 from keyhelper.base.files import make_private_dirs, safe_dir, write_private
 from keyhelper.base.paths import cache_dir
-from keyhelper.errors import BackendError, DeadlineExceeded
+from keyhelper.errors import BackendError, DeadlineExceeded, Skip
 
 if TYPE_CHECKING:
     from keyhelper.backend import Context
@@ -217,7 +217,7 @@ class KeyringStore:
         try:
             return call()
         except Exception as exc:  # a cache must never break the run
-            self.problem = (exc.message if isinstance(exc, BackendError)
+            self.problem = (exc.message if isinstance(exc, (BackendError, Skip))
                             else f"{type(exc).__name__}: {exc}")
             log.warning("keyring cache not used: %s", self.problem)
             return None

@@ -44,7 +44,8 @@ class CommandBackend(Backend):
     options: ClassVar = {
         "command": Option(list, required=True, item_type=str,
                           help='argv, e.g. ["op", "read", "op://vault/item/key"]'),
-        "timeout": Option(float, 10.0, help="seconds before the command is killed"),
+        "timeout": Option(float, 10.0, help="seconds before the command is killed", min=0,
+                          min_exclusive=True, message="expected a positive number of seconds"),
         "env": Option(list, [], item_type=str,
                       help='variables passed besides PATH, HOME, locale ..., e.g. '
                            '["AWS_PROFILE"]'),

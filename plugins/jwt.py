@@ -27,7 +27,7 @@ from keyhelper.backend import (
     login_name,
     read_user_file,
 )
-from keyhelper.errors import BackendError, ConfigError, Skip, Unavailable, UsageError
+from keyhelper.errors import BackendError, ConfigError, Skip, Unavailable
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import (
@@ -57,7 +57,9 @@ MAX_KEY_BYTES = 65536
 class JwtBackend(Backend):
     summary = "mints a short-lived signed JWT (key from another backend or a PEM file)"
     options: ClassVar = {
-        "algorithm": Option(str, "RS256", help=", ".join(ALGORITHMS)),
+        "algorithm": Option(str, "RS256", help="the signing algorithm", choices=tuple(ALGORITHMS),
+                            message=f"unknown algorithm {{value}} (expected one of: "
+                                    f"{', '.join(ALGORITHMS)})"),
         "key": Option(str, help="name of the configured backend holding the signing key"),
         "key_file": Option(str, help="PEM private key (or HMAC secret) file, mode 600; ~ expands"),
         "kid": Option(str, help="key id header (default: RFC 7638 thumbprint of a public key)"),
@@ -66,7 +68,9 @@ class JwtBackend(Backend):
         "user": Option(str, help="user claim and {user} (default: the login name of the "
                                  "account keyhelper runs as)"),
         "subject": Option(str, help="sub claim (default: the user); placeholders apply"),
-        "ttl": Option((int, float), 3600, help="seconds from iat to exp"),
+        # exp = iat + whole seconds
+        "ttl": Option((int, float), 3600, help="seconds from iat to exp", min=1,
+                      message="expected a number of seconds from 1"),
         "claims": Option(dict, help="extra claims; strings may use {user} {host} {profile}"),
     }
 
@@ -85,17 +89,12 @@ class JwtBackend(Backend):
         def fail(option: str, message: str) -> ConfigError:
             return ConfigError(message, source=source, key=f"{key}.{option}")
 
-        if result["algorithm"] not in ALGORITHMS:
-            raise fail("algorithm", f"unknown algorithm {result['algorithm']!r} "
-                                    f"(expected one of: {', '.join(ALGORITHMS)})")
         if (result["key"] is None) == (result["key_file"] is None):
             raise fail("key", "set either key (the name of the backend holding the signing "
                               "key) or key_file (a PEM file), not both or neither")
         audience = result["audience"]
         if isinstance(audience, list) and not all(isinstance(a, str) for a in audience):
             raise fail("audience", "expected a string or a list of strings")
-        if result["ttl"] < 1:  # exp = iat + whole seconds
-            raise fail("ttl", "expected a number of seconds from 1")
         claims = dict(result["claims"] or {})
         for name, value in claims.items():
             if name in MINTED_CLAIMS:
@@ -186,8 +185,9 @@ class JwtBackend(Backend):
         """The public JWK of the signing key (for ``keyhelper jwks``)."""
         algorithm = self.config["algorithm"]
         if ALGORITHMS[algorithm] == "hmac":
-            raise UsageError(f"{self.name}: {algorithm} signs with a shared secret, which has "
-                             "no public key to publish")
+            # Named after this backend: keyhelper jwks reports it as a usage error.
+            raise BackendError(f"{algorithm} signs with a shared secret, which has no public "
+                               "key to publish", backend=self.name)
         signing = self.signing_key()
         jwk = dict(signing.public_jwk or {})
         jwk.update(kid=self.config["kid"] or signing.kid or "", use="sig", alg=algorithm)

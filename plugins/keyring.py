@@ -27,7 +27,8 @@ class KeyringBackend(Backend):
                                            "login name of the account keyhelper runs as)"),
         "keyring_backend": Option(str, None, help="force one python-keyring backend, e.g. "
                                                   '"keyring.backends.SecretService.Keyring"'),
-        "timeout": Option(float, 3.0, help="seconds for each keyring call"),
+        "timeout": Option(float, 3.0, help="seconds for each keyring call", min=0,
+                          min_exclusive=True, message="expected a positive number of seconds"),
     }
 
     @classmethod
@@ -43,9 +44,6 @@ class KeyringBackend(Backend):
             raise ConfigError('expected a dotted class name, e.g. '
                               '"keyring.backends.SecretService.Keyring"', source=source,
                               key=f"{key}.keyring_backend")
-        if result["timeout"] <= 0:
-            raise ConfigError("expected a positive number of seconds", source=source,
-                              key=f"{key}.timeout")
         return result
 
     def watched_env(self) -> tuple[str, ...]:

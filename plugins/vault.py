@@ -20,13 +20,14 @@ from typing import Any, ClassVar
 from keyhelper.backend import MISSING, Backend, Option, Privacy, Token, read_user_file
 from keyhelper.errors import BackendError, ConfigError, Skip, Unavailable
 
-from .vault_auth import Authenticator, Credential, check_options
-from .vault_http import Settings, VaultHttp, VaultStatus, is_loopback, origin, show_origin
+from .vault_auth import METHODS, Authenticator, Credential, check_options
+from .vault_http import Connection, VaultHttp, VaultStatus, is_loopback, origin, show_origin
 from .vault_kv import MountMemo, detect_mount, duration, payload, table
 
 log = logging.getLogger(__name__)
 
 ENGINES = ("kv", "logical")
+VAULT_VARS = ("VAULT_ADDR", "VAULT_NAMESPACE", "VAULT_CACERT", "VAULT_TOKEN")
 
 
 class VaultBackend(Backend):
@@ -36,11 +37,13 @@ class VaultBackend(Backend):
                        help='the secret, mount included, as for `vault kv get`, e.g. '
                             '"secret/llm/claude-code"; with mount set, the path inside it'),
         "field": Option(str, "api_key", help="the field of the secret holding the key"),
-        "engine": Option(str, "kv", help='"kv" (v1/v2 detected) or "logical" (read the '
-                                         'path as is: dynamic secrets engines)'),
+        "engine": Option(str, "kv", help='"kv": v1 or v2, detected; "logical": the path read '
+                                         'as is (dynamic secrets engines)', choices=ENGINES,
+                         message='expected "kv" or "logical", got {value}'),
         "mount": Option(str, help="the KV mount; with kv_version, skips detection"),
-        "kv_version": Option(int, help="1 or 2; with mount, skips detection"),
-        "version": Option(int, help="pin a KV v2 version"),
+        "kv_version": Option(int, help="with mount, skips detection", choices=(1, 2)),
+        "version": Option(int, help="pin a KV v2 version", min=1,
+                          message="expected a version number from 1"),
         "addr": Option(str, help="Vault address (default $VAULT_ADDR)"),
         "namespace": Option(str, help="Vault Enterprise namespace (default $VAULT_NAMESPACE)"),
         "ca_cert": Option(str, help="CA bundle (PEM) to verify Vault (default $VAULT_CACERT)"),
@@ -51,7 +54,8 @@ class VaultBackend(Backend):
         "connect_timeout": Option(float, 2.0, help="seconds to connect"),
         "timeout": Option(float, 5.0, help="seconds to wait for an answer"),
         "retries": Option(int, 2, help="retries on 5xx, 429 and connection errors"),
-        "auth": Option(str, "token", help="token, approle, jwt, oidc, kubernetes or cert"),
+        "auth": Option(str, "token", help="how keyhelper logs in to Vault", choices=METHODS,
+                       message=f"unknown auth method {{value}} (known: {', '.join(METHODS)})"),
         "auth_mount": Option(str, help="where the auth method is mounted (default its name)"),
         "token_file": Option(str, help="token: a file holding the Vault token; kubernetes: "
                                        "the service-account token file"),
@@ -62,8 +66,6 @@ class VaultBackend(Backend):
         "jwt_file": Option(str, help="jwt, oidc: file holding the JWT"),
         "jwt_backend": Option(str, help="jwt, oidc: configured backend whose value is the JWT"),
     }
-    # Every VAULT_* variable read; watched_env() keeps VAULT_TOKEN for token auth only.
-    env_vars = ("VAULT_ADDR", "VAULT_NAMESPACE", "VAULT_CACERT", "VAULT_TOKEN")
     _kv_found: tuple[str, int, str] | None = None  # (mount, KV version, "config"|"vault")
 
     @classmethod
@@ -72,17 +74,24 @@ class VaultBackend(Backend):
             raise Unavailable("install hvac (pip install hvac) to use the vault backend")
 
     def watched_env(self) -> tuple[str, ...]:
-        names = [n for n in self.env_vars if n != "VAULT_TOKEN" or self.config["auth"] == "token"]
+        """Every VAULT_* variable read; VAULT_TOKEN for token auth only."""
+        names = [n for n in VAULT_VARS if n != "VAULT_TOKEN" or self.config["auth"] == "token"]
         if self.config.get("secret_id_env"):
             names.append(self.config["secret_id_env"])
         return tuple(names)
 
     # --- fetch --------------------------------------------------------------------------
 
+    @classmethod
+    def validate(cls, options: Mapping[str, Any], *, source: str, key: str) -> dict[str, Any]:
+        # engine, kv_version, version and auth are declared on their Options; what the auth
+        # method needs is checked here, so both are reported when the chain is built.
+        result = super().validate(options, source=source, key=key)
+        check_options(result, source=source, key=key)
+        return result
+
     def fetch(self) -> Token:
-        self._check_options()
-        settings = self._settings()
-        http = VaultHttp(settings, self.context)
+        http = VaultHttp(self._connection(), self.context)
         auth = Authenticator(self.config, self.context, http)
         credential = Credential()
         try:
@@ -101,7 +110,7 @@ class VaultBackend(Backend):
         finally:
             http.close()
 
-    def _settings(self) -> Settings:
+    def _connection(self) -> Connection:
         env = self.context.env
         addr = (self.config.get("addr") or env.get("VAULT_ADDR", "")).strip()
         if not addr:
@@ -127,21 +136,10 @@ class VaultBackend(Backend):
             cert_path = _existing(self.config["client_cert"], "client_cert")
             key_path = self.config.get("client_key")
             cert = (cert_path, _existing(key_path, "client_key", "own")) if key_path else cert_path
-        return Settings(addr.rstrip("/"), self.config.get("namespace") or
+        return Connection(addr.rstrip("/"), self.config.get("namespace") or
                         env.get("VAULT_NAMESPACE") or None, verify, cert,
                         self.config["connect_timeout"], self.config["timeout"],
                         max(0, self.config["retries"]))
-
-    def _check_options(self) -> None:
-        key = f"backends.{self.name}"
-        if self.config["engine"] not in ENGINES:
-            raise ConfigError(f'expected "kv" or "logical", got {self.config["engine"]!r}',
-                              key=f"{key}.engine")
-        if self.config.get("kv_version") not in (None, 1, 2):
-            raise ConfigError("expected 1 or 2", key=f"{key}.kv_version")
-        if self.config.get("version") is not None and self.config["version"] < 1:
-            raise ConfigError("expected a version number from 1", key=f"{key}.version")
-        check_options(self.config, key)
 
     # --- reading ------------------------------------------------------------------------
 
@@ -157,7 +155,7 @@ class VaultBackend(Backend):
             if exc.status != 404 or not remembered:
                 raise
         # The remembered mount may be out of date (remounted, upgraded to v2): ask again.
-        MountMemo(self.context.state_dir, http.settings, self._full_path(path)).forget()
+        MountMemo(self.context.state_dir, http.connection, self._full_path(path)).forget()
         mount, kv_version, _ = self._mount(http, credential, path)
         return self._read_kv(http, credential, path, mount, kv_version)
 
@@ -208,7 +206,7 @@ class VaultBackend(Backend):
         if mount_opt and version_opt:
             self._kv_found = (mount_opt, int(version_opt), "config")
             return mount_opt, int(version_opt), False
-        memo = MountMemo(self.context.state_dir, http.settings, self._full_path(path))
+        memo = MountMemo(self.context.state_dir, http.connection, self._full_path(path))
         cached = memo.read()
         remembered = cached is not None
         if cached is None:
@@ -226,7 +224,7 @@ class VaultBackend(Backend):
     def _status_error(self, exc: VaultStatus, credential: Credential,
                       http: VaultHttp) -> BackendError:
         path = self._full_path(self.config["path"].strip("/"))
-        addr = http.settings.addr
+        addr = http.connection.addr
         if exc.sealed:
             return BackendError(f"Vault at {addr} is sealed; ask its operators to unseal it")
         if exc.status == 403:

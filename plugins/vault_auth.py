@@ -22,9 +22,12 @@ from keyhelper.backend import (
     MISSING,
     Context,
     Privacy,
+    dump_record,
     home,
+    load_record,
     read_state_file,
     read_user_file,
+    record_number,
     write_state_file,
 )
 from keyhelper.errors import BackendError, ConfigError, Skip
@@ -36,7 +39,7 @@ log = logging.getLogger(__name__)
 METHODS = ("token", "approle", "jwt", "oidc", "kubernetes", "cert")
 LOGIN_METHODS = METHODS[1:]
 K8S_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-LOGIN_FORMAT = "keyhelper-vault-login 1"
+LOGIN_FORMAT = "keyhelper-vault-login 2"  # 2: the record format of every state file
 # A cached login token this close to its end is not used: a new login is cheaper than a
 # 403 half-way through the run.
 LOGIN_MARGIN = 15.0
@@ -66,45 +69,42 @@ class LoginToken:
 
     def serialize(self) -> bytes:
         expires = "-" if self.expires is None else repr(self.expires)
-        return (f"{LOGIN_FORMAT}\nexpires {expires}\nttl {self.ttl!r}\n"
-                f"renewable {int(self.renewable)}\ntoken {self.token}\n").encode()
+        return dump_record(LOGIN_FORMAT, [("expires", expires), ("ttl", repr(self.ttl)),
+                                          ("renewable", str(int(self.renewable))),
+                                          ("token", self.token)])
 
     @classmethod
     def parse(cls, data: bytes) -> LoginToken | None:
-        try:
-            lines = data.decode("ascii").split("\n")
-            if lines[0] != LOGIN_FORMAT:
-                return None
-            fields = dict(line.partition(" ")[::2] for line in lines[1:] if line)
-            expires = None if fields["expires"] == "-" else float(fields["expires"])
-            token = fields["token"]
-            if not token:
-                return None
-            return cls(token, expires, float(fields["ttl"]), fields["renewable"] == "1")
-        except (UnicodeDecodeError, KeyError, ValueError, IndexError):
+        fields = load_record(LOGIN_FORMAT, data, ("expires", "ttl", "renewable", "token"))
+        if fields is None or not fields["token"]:
             return None
+        try:
+            expires = None if fields["expires"] == "-" else record_number(fields["expires"])
+            ttl = record_number(fields["ttl"])
+        except ValueError:
+            return None
+        return cls(fields["token"], expires, ttl, fields["renewable"] == "1")
 
 
-def check_options(config: Mapping[str, Any], key: str) -> None:
-    """Configuration errors that do not need the network (exit 2)."""
+def check_options(config: Mapping[str, Any], *, source: str, key: str) -> None:
+    """What the auth method needs from the other options (exit 2). The method itself is
+    one of METHODS: its Option declares them."""
     method = config["auth"]
-    if method not in METHODS:
-        raise ConfigError(f"unknown auth method {method!r} (known: {', '.join(METHODS)})",
-                          key=f"{key}.auth")
     needs: dict[str, tuple[str, ...]] = {"approle": ("role_id",), "jwt": ("role",),
                                          "oidc": ("role",), "kubernetes": ("role",)}
     for option in needs.get(method, ()):
         if not config.get(option):
-            raise ConfigError(f"auth = {method!r} needs this option", key=f"{key}.{option}")
+            raise ConfigError(f"auth = {method!r} needs this option", source=source,
+                              key=f"{key}.{option}")
     if method in ("jwt", "oidc") and not (config.get("jwt_file") or config.get("jwt_backend")):
         raise ConfigError(f"auth = {method!r} needs jwt_file or jwt_backend",
-                          key=f"{key}.jwt_file")
+                          source=source, key=f"{key}.jwt_file")
     if method == "cert" and not config.get("client_cert"):
         raise ConfigError("auth = 'cert' needs client_cert (and client_key)",
-                          key=f"{key}.client_cert")
+                          source=source, key=f"{key}.client_cert")
     if config.get("secret_id_file") and config.get("secret_id_env"):
         raise ConfigError("give secret_id_file or secret_id_env, not both",
-                          key=f"{key}.secret_id_env")
+                          source=source, key=f"{key}.secret_id_env")
 
 
 class Authenticator:
@@ -173,7 +173,7 @@ class Authenticator:
             return BackendError(f"no {self.method} auth method is mounted at {where} "
                                 "(set auth_mount)")
         if exc.sealed:
-            return BackendError(f"Vault at {self.http.settings.addr} is sealed")
+            return BackendError(f"Vault at {self.http.connection.addr} is sealed")
         detail = exc.detail() or f"HTTP {exc.status}"
         return BackendError(f"{self.method} login at {where} refused: {detail}")
 
@@ -228,7 +228,7 @@ class Authenticator:
             return ""
         config = self.config
         identity = "\x00".join(str(part) for part in (
-            self.http.settings.addr.rstrip("/"), self.http.settings.namespace or "",
+            self.http.connection.addr.rstrip("/"), self.http.connection.namespace or "",
             self.method, self.mount, config.get("role") or "", config.get("role_id") or "",
             config.get("client_cert") or "", config.get("jwt_file") or "",
             config.get("jwt_backend") or "", config.get("token_file") or ""))

@@ -41,8 +41,8 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Where Vault is and how to reach it."""
+class Connection:
+    """Where Vault is and how to reach it (not keyhelper.config.Settings, the config's)."""
 
     addr: str
     namespace: str | None = None
@@ -51,6 +51,9 @@ class Settings:
     connect_timeout: float = 2.0
     read_timeout: float = 5.0
     retries: int = 2
+
+
+Settings = Connection  # the former name, for code written against it
 
 
 class VaultStatus(Exception):
@@ -80,25 +83,25 @@ class VaultStatus(Exception):
 class VaultHttp:
     """One connection setting, many calls. The hvac import happens here, on first use."""
 
-    def __init__(self, settings: Settings, context: Context):
+    def __init__(self, connection: Connection, context: Context):
         import requests
         from hvac.adapters import RawAdapter
 
-        self.settings = settings
+        self.connection = connection
         self.context = context
         self.requests = requests
         self.session = session = _no_redirect_session()
         # No ~/.netrc credentials or proxy variables: only what the configuration says.
         session.trust_env = False
         # Set on the session first: hvac takes a given session's verify and cert over its own.
-        session.verify = settings.verify
-        session.cert = settings.cert
+        session.verify = connection.verify
+        session.cert = connection.cert
         # Redirects are followed in _send, same origin only: requests would keep X-Vault-Token
         # and re-send login bodies to any host, https -> http included.
-        self.adapter = RawAdapter(base_uri=settings.addr, namespace=settings.namespace,
-                                  verify=settings.verify, cert=settings.cert, session=session,
+        self.adapter = RawAdapter(base_uri=connection.addr, namespace=connection.namespace,
+                                  verify=connection.verify, cert=connection.cert, session=session,
                                   allow_redirects=False)
-        if settings.verify is False:
+        if connection.verify is False:
             import urllib3
 
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -123,7 +126,7 @@ class VaultHttp:
                 failure = exc.error
             attempt += 1
             delay = min(MAX_BACKOFF, 0.1 * 2 ** attempt) * (0.5 + random.random())  # noqa: S311
-            if attempt > self.settings.retries or not self._time_for(delay):
+            if attempt > self.connection.retries or not self._time_for(delay):
                 raise failure
             log.debug("vault: %s %s failed (%s); retry %d in %.2f s", method, path,
                       failure, attempt, delay)
@@ -136,9 +139,9 @@ class VaultHttp:
     def _timeouts(self) -> tuple[float, float]:
         left = self.context.remaining() - DEADLINE_MARGIN
         if left < MIN_CALL_SECONDS:
-            raise DeadlineExceeded(f"no time left to ask Vault at {self.settings.addr}")
-        read = min(self.settings.read_timeout, left)
-        return min(self.settings.connect_timeout, read), read
+            raise DeadlineExceeded(f"no time left to ask Vault at {self.connection.addr}")
+        read = min(self.connection.read_timeout, left)
+        return min(self.connection.connect_timeout, read), read
 
     def _once(self, method: str, path: str, *, token: str | None,
               json: Mapping[str, Any] | None, params: Mapping[str, str] | None) -> dict[str, Any]:
@@ -164,7 +167,7 @@ class VaultHttp:
             while (target := self._redirect(response, carried)) is not None:
                 hops += 1
                 if hops > MAX_REDIRECTS:
-                    raise BackendError(f"Vault at {self.settings.addr} redirected more than "
+                    raise BackendError(f"Vault at {self.connection.addr} redirected more than "
                                        f"{MAX_REDIRECTS} times; not followed further")
                 connect, read = self._timeouts()
                 response = self.session.send(_redirected(response, target),
@@ -172,22 +175,22 @@ class VaultHttp:
         except exc_mod.SSLError as exc:
             reason = _ssl_reason(exc)
             hint = " (check ca_cert / $VAULT_CACERT)" if "verify" in reason else ""
-            raise BackendError(f"TLS failure talking to Vault at {self.settings.addr}: "
+            raise BackendError(f"TLS failure talking to Vault at {self.connection.addr}: "
                                f"{reason}{hint}") from None
         except exc_mod.ConnectTimeout:
             raise _Retryable(BackendError(
-                f"cannot connect to Vault at {self.settings.addr} (no answer within "
+                f"cannot connect to Vault at {self.connection.addr} (no answer within "
                 f"{connect:.1f} s)")) from None
         except exc_mod.Timeout:
-            raise DeadlineExceeded(f"Vault at {self.settings.addr} did not answer within "
+            raise DeadlineExceeded(f"Vault at {self.connection.addr} did not answer within "
                                    f"{read:.1f} s") from None
         except exc_mod.ConnectionError as exc:
-            raise _Retryable(BackendError(f"cannot connect to Vault at {self.settings.addr} "
+            raise _Retryable(BackendError(f"cannot connect to Vault at {self.connection.addr} "
                                           f"({_connection_reason(exc)})")) from None
         except exc_mod.InvalidURL:
-            raise BackendError(f"not a usable Vault address: {self.settings.addr!r}") from None
+            raise BackendError(f"not a usable Vault address: {self.connection.addr!r}") from None
         except exc_mod.RequestException as exc:
-            raise BackendError(f"request to Vault at {self.settings.addr} failed "
+            raise BackendError(f"request to Vault at {self.connection.addr} failed "
                                f"({type(exc).__name__})") from None
         return response
 
@@ -203,7 +206,7 @@ class VaultHttp:
         target = urljoin(url, str(response.headers["location"]))
         there = origin(target)
         if here is None or there is None:
-            raise BackendError(f"Vault at {self.settings.addr} redirected to an address that "
+            raise BackendError(f"Vault at {self.connection.addr} redirected to an address that "
                                "is not an http(s) URL; not followed")
         if there != here:
             why = ("a downgrade to plain http" if (here[0], there[0]) == ("https", "http")

@@ -10,24 +10,24 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from keyhelper.backend import read_state_file, write_state_file
+from keyhelper.backend import dump_record, load_record, read_state_file, write_state_file
 from keyhelper.errors import BackendError
 
 from .vault_auth import Credential
-from .vault_http import Settings, VaultHttp, VaultStatus
+from .vault_http import Connection, VaultHttp, VaultStatus
 
 log = logging.getLogger(__name__)
 
-MOUNT_MEMO_FORMAT = "keyhelper-vault-mount 1"
+MOUNT_MEMO_FORMAT = "keyhelper-vault-mount 2"  # 2: the record format of every state file
 
 
 class MountMemo:
     """The remembered (mount, KV version) of one path on one Vault."""
 
-    def __init__(self, state_dir: str, settings: Settings, full_path: str):
+    def __init__(self, state_dir: str, connection: Connection, full_path: str):
         self.path = ""
         if state_dir:
-            identity = "\x00".join((settings.addr, settings.namespace or "", full_path))
+            identity = "\x00".join((connection.addr, connection.namespace or "", full_path))
             name = hashlib.sha256(identity.encode()).hexdigest()[:32]
             self.path = os.path.join(state_dir, f"vault-mount-{name}")
 
@@ -35,16 +35,17 @@ class MountMemo:
         data = read_state_file(self.path) if self.path else None
         if not data:
             return None
-        lines = data.decode("utf-8", "replace").split("\n")
-        if len(lines) < 3 or lines[0] != MOUNT_MEMO_FORMAT or lines[2] not in ("1", "2"):
+        fields = load_record(MOUNT_MEMO_FORMAT, data, ("mount", "kv_version"))
+        if fields is None or fields["kv_version"] not in ("1", "2"):
             return None
-        return lines[1], int(lines[2])
+        return fields["mount"], int(fields["kv_version"])
 
     def write(self, mount: str, kv_version: int) -> None:
         if not self.path:
             return
         try:
-            write_state_file(self.path, f"{MOUNT_MEMO_FORMAT}\n{mount}\n{kv_version}\n".encode())
+            write_state_file(self.path, dump_record(
+                MOUNT_MEMO_FORMAT, [("mount", mount), ("kv_version", str(kv_version))]))
         except OSError as exc:
             log.debug("vault: cannot remember the mount (%s)", exc.strerror)
 

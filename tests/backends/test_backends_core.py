@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from helpers import keyhelper
@@ -17,7 +17,7 @@ from keyhelper_plugins.command import CommandBackend
 from keyhelper_plugins.env import EnvBackend
 from keyhelper_plugins.file import FileBackend
 
-from keyhelper.backend import Backend, Context, Token
+from keyhelper.backend import Backend, Context, Option, Token, option_fits
 from keyhelper.errors import BackendError, ConfigError, DeadlineExceeded, Skip
 
 KEY = "sk-ant-Core_0123456789abcdef"
@@ -290,3 +290,80 @@ def test_python_of_this_venv_as_a_command(write_config, tmp_path: Path) -> None:
                  f'command = ["{sys.executable}", "-c", "print(\'{KEY}\')"]\n')
     run = keyhelper("-b", "py")
     assert (run.returncode, run.stdout, run.stderr) == (0, KEY + "\n", "")
+
+
+# --- the contract: errors and option declarations -------------------------------------------
+
+def test_skip_is_beside_backend_error_not_under_it() -> None:
+    from keyhelper.errors import KeyhelperError, Unavailable
+
+    assert not issubclass(Skip, BackendError) and not issubclass(BackendError, Skip)
+    assert issubclass(Unavailable, Skip) and not issubclass(Unavailable, BackendError)
+    for cls in (Skip, Unavailable, BackendError):
+        error = cls("why", backend="b")
+        assert isinstance(error, KeyhelperError)
+        assert (error.message, error.backend, error.describe(), str(error)) == (
+            "why", "b", "b: why", "b: why")
+
+
+@pytest.mark.parametrize("raised", [Skip("s"), BackendError("f")])
+def test_handler_order_no_longer_matters(raised: Exception) -> None:
+    def failure_first() -> str:
+        try:
+            raise raised
+        except BackendError:
+            return "failed"
+        except Skip:
+            return "skipped"
+
+    def skip_first() -> str:
+        try:
+            raise raised
+        except Skip:
+            return "skipped"
+        except BackendError:
+            return "failed"
+
+    expected = "skipped" if isinstance(raised, Skip) else "failed"
+    assert failure_first() == skip_first() == expected
+
+
+@pytest.mark.parametrize(("spec", "good", "bad", "message"), [
+    (Option(str, choices=("kv", "logical")), "kv", "pki", 'expected "kv" or "logical"'),
+    (Option(int, choices=(1, 2)), 2, 3, "expected 1 or 2"),
+    (Option(float, min=0, max=1, max_exclusive=True), 0, 1, "expected a number from 0 to "
+                                                            "below 1"),
+    (Option(int, min=1024), 1024, 1023, "expected an integer at least 1024"),
+    (Option(float, min=0, min_exclusive=True), 0.5, 0, "expected a number above 0"),
+    (Option(int, max=9), 9, 10, "expected an integer at most 9"),
+    (Option(str, choices=("a", "b"), message="no {value} here"), "a", "c", "no 'c' here"),
+])
+def test_option_choices_and_bounds(spec: Option, good: Any, bad: Any, message: str) -> None:
+    class Declared(EnvBackend):
+        options: ClassVar = {"x": spec}
+
+    assert Declared.validate({"x": good}, source="f.toml", key="backends.b")["x"] == good
+    with pytest.raises(ConfigError) as caught:
+        Declared.validate({"x": bad}, source="f.toml", key="backends.b")
+    assert str(caught.value) == f"config error: f.toml: backends.b.x: {message}"
+    assert option_fits(good, spec) and not option_fits(bad, spec)
+
+
+def test_a_bad_engine_is_a_config_error_even_when_an_earlier_backend_answers(
+        write_config: Any) -> None:
+    """Options are checked when the chain is built, whichever backend answers first."""
+    path = write_config('chain = ["env", "v"]\n[backends.v]\ntype = "vault"\n'
+                        'path = "secret/x"\nengine = "bogus"\n')
+    result = keyhelper("--no-cache", env={"KEYHELPER_API_KEY": KEY})
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (f"keyhelper: config error: {path}: backends.v.engine: "
+                             "expected \"kv\" or \"logical\", got 'bogus'\n")
+
+
+def test_env_vars_of_an_older_plugin_still_key_the_cache() -> None:
+    with pytest.warns(DeprecationWarning, match="define watched_env"):
+        class Older(EnvBackend):
+            env_vars = ("OLD_PROFILE",)
+
+    backend = Older("b", {"var": "X"}, Context(None, {}, time.monotonic() + 5, ""))
+    assert backend.watched_env() == ("OLD_PROFILE",)

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from fixtures_openbao import KV1_MOUNT, OpenBao, free_port, start_openbao
 from helpers import Run, keyhelper
+from keyhelper_plugins.vault_kv import MOUNT_MEMO_FORMAT
 
+from keyhelper.backend import dump_record
 from keyhelper.base import entry as kentry
 
 pytestmark = pytest.mark.vault
@@ -50,7 +52,8 @@ def test_kv2_latest_version_and_remembered_mount(openbao: OpenBao, write_config,
     assert (result.returncode, result.stdout, result.stderr) == (0, "sk-second\n", "")
     [memo] = state_files(cache_dir, "vault-mount-")
     assert stat.S_IMODE(memo.stat().st_mode) == 0o600
-    assert memo.read_text() == "keyhelper-vault-mount 1\nsecret\n2\n"
+    assert memo.read_bytes() == dump_record(MOUNT_MEMO_FORMAT,
+                                            [("mount", "secret"), ("kv_version", "2")])
     [entry] = entries(cache_dir)
     assert entry.key == "sk-second" and entry.backend == "vault"
     assert entry.token_expires is None  # KV v2 has no lease
@@ -83,7 +86,8 @@ def test_kv1_ttl_key_caps_the_cache(openbao: OpenBao, write_config, cache_dir):
     assert entry.token_expires - entry.stored == pytest.approx(120, abs=2)
     # The core drops an entry 60 s before the key's own expiry.
     assert entry.expires - entry.stored == pytest.approx(60, abs=2)
-    assert state_files(cache_dir, "vault-mount-")[0].read_text().endswith("\nkv1\n1\n")
+    assert state_files(cache_dir, "vault-mount-")[0].read_bytes() == dump_record(
+        MOUNT_MEMO_FORMAT, [("mount", "kv1"), ("kv_version", "1")])
 
 
 def test_mount_and_kv_version_skip_detection(openbao: OpenBao, write_config, cache_dir):

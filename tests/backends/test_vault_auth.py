@@ -23,6 +23,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from fixtures_openbao import OpenBao, approle, seed
 from helpers import Run, keyhelper
+from keyhelper_plugins.vault_auth import LOGIN_FORMAT
+
+from keyhelper.backend import load_record
 
 pytestmark = pytest.mark.vault
 
@@ -71,9 +74,9 @@ def login_file(cache_dir: Path) -> Path:
 
 
 def login_fields(path: Path) -> dict[str, str]:
-    lines = path.read_text().splitlines()
-    assert lines[0] == "keyhelper-vault-login 1"
-    return dict(line.split(" ", 1) for line in lines[1:])
+    fields = load_record(LOGIN_FORMAT, path.read_bytes())
+    assert fields is not None
+    return fields
 
 
 def get(openbao: OpenBao, *args: str, **env: str) -> Run:
@@ -337,12 +340,13 @@ def test_kubernetes_outside_a_pod_skips(openbao: OpenBao, write_config):
     ('engine = "pki"', "backends.vault.engine: expected \"kv\" or \"logical\", got 'pki'"),
 ])
 def test_option_errors_exit_2(openbao: OpenBao, write_config, options: str, message: str):
-    write_config(f'chain = ["vault"]\n[backends.vault]\npath = "secret/x"\n{options}\n')
+    path = write_config(f'chain = ["vault"]\n[backends.vault]\npath = "secret/x"\n{options}\n')
 
     result = get(openbao, VAULT_TOKEN="root")
 
     assert (result.returncode, result.stdout) == (2, "")
-    assert result.stderr == f"keyhelper: config error: {message}\n"
+    # Checked when the chain is built (Vault.validate), so the file is named too.
+    assert result.stderr == f"keyhelper: config error: {path}: {message}\n"
 
 
 def test_verbose_run_shows_no_secret_id_or_vault_token(openbao: OpenBao, write_config,

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from keyhelper_plugins import vault
 from keyhelper_plugins.vault import VaultBackend
-from keyhelper_plugins.vault_auth import Credential, LoginToken
-from keyhelper_plugins.vault_http import Settings, VaultHttp, VaultStatus
+from keyhelper_plugins.vault_auth import LOGIN_FORMAT, Credential, LoginToken
+from keyhelper_plugins.vault_http import Connection, VaultHttp, VaultStatus
 from keyhelper_plugins.vault_kv import duration
 
 from keyhelper import redact
-from keyhelper.backend import Context
+from keyhelper.backend import Context, dump_record
 from keyhelper.errors import BackendError, Unavailable
 
 
@@ -76,7 +76,7 @@ def context(seconds: float = 5.0) -> Context:
 
 
 def http(addr: str, seconds: float = 5.0, retries: int = 2) -> VaultHttp:
-    return VaultHttp(Settings(addr, retries=retries), context(seconds))
+    return VaultHttp(Connection(addr, retries=retries), context(seconds))
 
 
 @pytest.mark.parametrize("status", [500, 502, 429])
@@ -146,8 +146,8 @@ def test_login_token_file_round_trip_and_repr():
     assert LoginToken.parse(token.serialize()) == token
     assert "s.login-token" not in repr(token)
     assert "s.cred" not in repr(Credential("s.cred", "$VAULT_TOKEN"))
-    assert LoginToken.parse(b"keyhelper-vault-login 1\nexpires -\nttl 0\nrenewable 0\ntoken \n") \
-        is None
+    no_token = [("expires", "-"), ("ttl", "0"), ("renewable", "0"), ("token", "")]
+    assert LoginToken.parse(dump_record(LOGIN_FORMAT, no_token)) is None
     assert LoginToken.parse(b"something else\n") is None
 
 

@@ -23,6 +23,7 @@ import pytest
 from fixtures_openbao import OpenBao, approle, seed
 from helpers import Run
 from keyhelper_plugins.vault_auth import LoginToken
+from keyhelper_plugins.vault_kv import MOUNT_MEMO_FORMAT
 from xuser import (
     DIRECTORY,
     FIFO,
@@ -38,6 +39,8 @@ from xuser import (
     private_file,
     run,
 )
+
+from keyhelper.backend import dump_record
 
 pytestmark = pytest.mark.vault
 
@@ -260,7 +263,8 @@ def test_a_mount_memo_not_ours_and_private_is_not_used(
     openbao.kv_put(f"ret/{inside}", {"api_key": PLANTED}, mount="kv1", kv_version=1)
     write_config(f'chain = ["vault"]\n[backends.vault]\npath = "{seeded.path}"\n')
     path = memo_path(state_dir(cache_dir), openbao, seeded.path)
-    planter.plant(kind, path, b"keyhelper-vault-mount 1\nkv1\n1\n")
+    planter.plant(kind, path, dump_record(MOUNT_MEMO_FORMAT,
+                                          [("mount", "kv1"), ("kv_version", "1")]))
     links = planter.targets()
     result = vault(openbao, VAULT_TOKEN=openbao.root_token)
     if kind == OURS:  # control: the planted memo is followed when ours
@@ -270,7 +274,8 @@ def test_a_mount_memo_not_ours_and_private_is_not_used(
     assert planter.targets() == links
     if kind != DIRECTORY:
         assert private_file(path)
-        assert path.read_text() == "keyhelper-vault-mount 1\nsecret\n2\n"
+        assert path.read_bytes() == dump_record(MOUNT_MEMO_FORMAT,
+                                                [("mount", "secret"), ("kv_version", "2")])
 
 
 @pytest.mark.parametrize("mask", [0o000, 0o077])

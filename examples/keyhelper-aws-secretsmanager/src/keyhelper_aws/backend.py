@@ -35,14 +35,16 @@ class SecretsManagerBackend(Backend):
         "connect_timeout": Option(float, 2.0, help="seconds to connect, per attempt"),
         "read_timeout": Option(float, 5.0, help="seconds to wait for the answer, per attempt"),
     }
-    # Where boto3 finds credentials and region: a change means another key may answer.
-    env_vars = ("AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
-                "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
 
     @classmethod
     def check_available(cls) -> None:
         if importlib.util.find_spec("boto3") is None:
             raise Unavailable("needs boto3: pip install keyhelper-aws-secretsmanager")
+
+    def watched_env(self) -> tuple[str, ...]:
+        """Where boto3 finds credentials and region: a change means another key may answer."""
+        return ("AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
+                "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
 
     def fetch(self) -> Token:
         secret_id = self.config["secret_id"]
