@@ -8,6 +8,7 @@ imported; click sees it only for ``--help`` and for usage errors.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import time
@@ -102,7 +103,14 @@ def _config_for_completion(ctx: click.Context) -> dict[str, Any]:
 
 
 def selection_options(fn: F) -> F:
-    """--backend/--profile/--config/--no-cache/-v, shared by every command that picks a chain."""
+    """--backend/--profile/--config/--no-cache/-v, shared by every command that picks a chain,
+    handed to the command as one ``selection`` argument."""
+    @functools.wraps(fn)
+    def with_selection(*args: Any, backends: tuple[str, ...], profile: str | None,
+                       config: str | None, no_cache: bool, verbose: bool, **kwargs: Any) -> Any:
+        selection = Selection(backends, profile, config, no_cache, verbose)
+        return fn(*args, selection=selection, **kwargs)
+
     decorators = [
         click.option("-b", "--backend", "backends", multiple=True, metavar="NAME",
                      help="Backend to try, in order (repeatable). A name from the config "
@@ -115,14 +123,10 @@ def selection_options(fn: F) -> F:
         click.option("--no-cache", is_flag=True, help="Neither read nor write the cache."),
         click.option("-v", "--verbose", is_flag=True, help="Debug output on stderr."),
     ]
+    wrapped: F = with_selection
     for decorator in reversed(decorators):
-        fn = decorator(fn)
-    return fn
-
-
-def make_selection(backends: tuple[str, ...], profile: str | None, config: str | None,
-                   no_cache: bool, verbose: bool) -> Selection:
-    return Selection(backends, profile, config, no_cache, verbose)
+        wrapped = decorator(wrapped)
+    return wrapped
 
 
 def say(message: str) -> None:
@@ -145,8 +149,7 @@ def run(verbose: bool, action: Callable[[], int]) -> None:
 @selection_options
 @click.version_option(__version__, prog_name="keyhelper")
 @click.pass_context
-def main(ctx: click.Context, backends: tuple[str, ...], profile: str | None, config: str | None,
-         no_cache: bool, verbose: bool) -> None:
+def main(ctx: click.Context, selection: Selection) -> None:
     """Print one API key for Claude Code's apiKeyHelper, from a chain of backends,
     cached across processes.
 
@@ -154,8 +157,9 @@ def main(ctx: click.Context, backends: tuple[str, ...], profile: str | None, con
     Exit codes: 0 key printed; 1 no key; 2 usage or configuration error.
     """
     if ctx.invoked_subcommand is None:
-        sys.exit(run_get(make_selection(backends, profile, config, no_cache, verbose)))
-    if backends or profile or config or no_cache or verbose:
+        sys.exit(run_get(selection))
+    if (selection.backends or selection.profile or selection.config or selection.no_cache
+            or selection.verbose):
         # Silently ignoring them would run the subcommand on another chain than asked.
         raise click.UsageError(f"selection options go after the command: keyhelper "
                                f"{ctx.invoked_subcommand} --config ... / --backend ...")
@@ -163,13 +167,11 @@ def main(ctx: click.Context, backends: tuple[str, ...], profile: str | None, con
 
 @main.command()
 @selection_options
-def doctor(backends: tuple[str, ...], profile: str | None, config: str | None, no_cache: bool,
-           verbose: bool) -> None:
+def doctor(selection: Selection) -> None:
     """Run every backend of the chain and report what each did (never the key)."""
     from keyhelper import diagnose
 
-    selection = make_selection(backends, profile, config, no_cache, verbose)
-    run(verbose, lambda: diagnose.doctor(selection, os.environ, say))
+    run(selection.verbose, lambda: diagnose.doctor(selection, os.environ, say))
 
 
 @main.command("backends")
@@ -183,13 +185,11 @@ def list_backends(verbose: bool) -> None:
 
 @main.command("jwks")
 @selection_options
-def jwks_command(backends: tuple[str, ...], profile: str | None, config: str | None,
-                 no_cache: bool, verbose: bool) -> None:
+def jwks_command(selection: Selection) -> None:
     """Print the public JWKS (JSON) of the selected jwt backend's signing key."""
     from keyhelper import jwks
 
-    selection = make_selection(backends, profile, config, no_cache, verbose)
-    run(verbose, lambda: jwks.print_jwks(selection, os.environ, say))
+    run(selection.verbose, lambda: jwks.print_jwks(selection, os.environ, say))
 
 
 @main.group(cls=KeyhelperGroup)
@@ -204,23 +204,21 @@ def setup() -> None:
 @click.option("--ttl-ms", type=click.IntRange(min=1000), metavar="MS",
               help="Also set env.CLAUDE_CODE_API_KEY_HELPER_TTL_MS.")
 @click.option("--dry-run", is_flag=True, help="Show the change; write nothing.")
-def setup_claude_code(backends: tuple[str, ...], profile: str | None, config: str | None,
-                      no_cache: bool, verbose: bool, scope: str, ttl_ms: int | None,
+def setup_claude_code(selection: Selection, scope: str, ttl_ms: int | None,
                       dry_run: bool) -> None:
     """Write apiKeyHelper (this keyhelper's absolute path) into Claude Code's settings,
     merging with what is there and keeping a backup. Idempotent."""
     from keyhelper.setup_claude import setup as do_setup
 
-    run(verbose, lambda: do_setup(scope=scope, profile=profile, config=config,
-                                  backends=backends, ttl_ms=ttl_ms, dry_run=dry_run,
-                                  echo=say, warn=warn))
+    run(selection.verbose, lambda: do_setup(
+        scope=scope, profile=selection.profile, config=selection.config,
+        backends=selection.backends, ttl_ms=ttl_ms, dry_run=dry_run, echo=say, warn=warn))
 
 
 @main.command("set")
 @selection_options
 @click.argument("argv_key", nargs=-1, metavar="")
-def set_command(backends: tuple[str, ...], profile: str | None, config: str | None,
-                no_cache: bool, verbose: bool, argv_key: tuple[str, ...]) -> None:
+def set_command(selection: Selection, argv_key: tuple[str, ...]) -> None:
     """Store a key in the OS keyring: typed at a hidden prompt, or piped on stdin (never
     an argument). --backend NAME picks the keyring backend (default: the chain's first)."""
     from keyhelper.errors import UsageError
@@ -232,19 +230,16 @@ def set_command(backends: tuple[str, ...], profile: str | None, config: str | No
                              "it): pipe it on stdin, or type it at the prompt")
         return set_key(selection, os.environ, read_new_key, warn)
 
-    selection = make_selection(backends, profile, config, no_cache, verbose)
-    run(verbose, action)
+    run(selection.verbose, action)
 
 
 @main.command("delete")
 @selection_options
-def delete_command(backends: tuple[str, ...], profile: str | None, config: str | None,
-                   no_cache: bool, verbose: bool) -> None:
+def delete_command(selection: Selection) -> None:
     """Delete the key from the OS keyring (the backend `keyhelper set` would write)."""
     from keyhelper.keystore import delete_key
 
-    selection = make_selection(backends, profile, config, no_cache, verbose)
-    run(verbose, lambda: delete_key(selection, os.environ, warn))
+    run(selection.verbose, lambda: delete_key(selection, os.environ, warn))
 
 
 def read_new_key() -> str:
@@ -298,8 +293,7 @@ def cache_status(verbose: bool) -> None:
 @cache.command("clear")
 @selection_options
 @click.option("--all", "clear_all", is_flag=True, help="Every entry, not just this selection's.")
-def cache_clear(backends: tuple[str, ...], profile: str | None, config: str | None,
-                no_cache: bool, verbose: bool, clear_all: bool) -> None:
+def cache_clear(selection: Selection, clear_all: bool) -> None:
     """Remove this selection's cache entry (or every entry with --all)."""
     from keyhelper.stores import FileCache
 
@@ -309,10 +303,10 @@ def cache_clear(backends: tuple[str, ...], profile: str | None, config: str | No
             count = store.clear()
             say(f"removed {count} entr{'y' if count == 1 else 'ies'}")
         else:
-            key = entry_key(make_selection(backends, profile, config, False, False),
-                                  os.environ)
+            key = entry_key(Selection(selection.backends, selection.profile,
+                                      selection.config), os.environ)
             say("removed 1 entry" if store.delete(key) else "no entry to remove")
         return EXIT_OK
 
-    run(verbose, action)
+    run(selection.verbose, action)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from keyhelper import policy
 from keyhelper.base.paths import Selection, config_path
-from keyhelper.cachepolicy import claude_ttl
+from keyhelper.cachepolicy import DEFAULT_CLAUDE_TTL, claude_ttl
 from keyhelper.configfile import (
     AUDIT_KEYS,
     DEFAULT_DEADLINE,
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from keyhelper.policy import Policy
 
 DEFAULT_CHAIN = ("env", "keyring")
-DEFAULT_TTL = 300.0
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ class Settings:
         if value is None:
             claude = claude_ttl(env)
             value, origin = ((claude, "$CLAUDE_CODE_API_KEY_HELPER_TTL_MS") if claude
-                             else (DEFAULT_TTL, "default"))
+                             else (DEFAULT_CLAUDE_TTL, "default"))
         if self.policy is None:
             return float(value), origin
         return self.policy.clamp_ttl(float(value), origin)
