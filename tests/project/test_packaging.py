@@ -96,7 +96,7 @@ def test_every_package_is_shipped() -> None:
     subpackage left out works in the editable checkout and breaks every real install."""
     import tomllib
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
         "packages"])
     found = {".".join(init.parent.relative_to(root).parts)
