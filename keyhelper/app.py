@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable
 
 from keyhelper import redact
-from keyhelper.base.paths import Selection
+from keyhelper.base.files import Selection
 from keyhelper.errors import EXIT_NO_KEY, EXIT_OK, KeyhelperError
 
 MAX_STDERR = 480  # Claude Code shows stderr cut at 500 characters

@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
 from keyhelper.base import records
-from keyhelper.base.files import MISSING, read_user_file
+from keyhelper.base.files import MISSING, home, read_user_file
 from keyhelper.base.files import read_file_private as read_state_file
 from keyhelper.base.files import write_private as write_state_file
-from keyhelper.base.paths import home
 from keyhelper.errors import ConfigError, DeadlineExceeded
 from keyhelper.redact import fingerprint
 

@@ -13,14 +13,28 @@ fetched, and what happens around a fetch.
 - Backoff: a failure is remembered for every process (2, 4 ... 30 s), so a backend that is
   down is not hammered; it counts from when the failure was recorded (:func:`backoff`).
 
-The cache hit (keyhelper.hit) asks the same functions; a miss runs :class:`CachedFetcher`,
-which holds the entry's lock, re-reads, and calls the chain only when these rules say so.
-Imports keyhelper.base only (the hit uses this module); the chain is a callable given in.
+A cache hit is :func:`try_hit`: these rules applied to the cache without the chain, on
+keyhelper.base alone, so that a hit costs about one interpreter start (no click, json,
+logging, pathlib, tomllib, importlib.metadata or backend library: tests/project/test_layers.py
+and tests/cache/test_hot_path.py hold that); on any doubt it answers "miss" and the full path
+(keyhelper.resolver) runs :class:`CachedFetcher`, which holds the entry's lock, re-reads, and
+calls the chain (a callable given in) only when these rules say so.
 """
 
-from __future__ import annotations
+import time
 
-from keyhelper.base.entry import Entry, env_digest, marker_path, read_marker, write_marker
+from keyhelper.base.files import cache_dir, read_private_files
+from keyhelper.base.records import (
+    NEXT,
+    Entry,
+    entry_key,
+    env_digest,
+    follow_route,
+    marker_path,
+    parse_entry,
+    read_marker,
+    write_marker,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,12 +42,13 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
     from typing import Protocol
 
+    from keyhelper.base.files import Selection
     from keyhelper.errors import Attempt
 
     class Store(Protocol):
-        def read(self, key: str) -> Entry | None: ...
+        def read(self, key: str) -> "Entry | None": ...
 
-        def write(self, key: str, entry: Entry) -> None: ...
+        def write(self, key: str, entry: "Entry") -> None: ...
 
         def describe(self, key: str) -> str: ...
 
@@ -53,7 +68,7 @@ BACKOFF_MAX = 30.0
 
 # --- the rules ----------------------------------------------------------------------------
 
-def claude_ttl(env: Mapping[str, str]) -> float | None:
+def claude_ttl(env: "Mapping[str, str]") -> float | None:
     """CLAUDE_CODE_API_KEY_HELPER_TTL_MS in seconds; a non-numeric value is ignored, as
     Claude Code ignores it."""
     raw = env.get("CLAUDE_CODE_API_KEY_HELPER_TTL_MS", "").strip()
@@ -62,19 +77,19 @@ def claude_ttl(env: Mapping[str, str]) -> float | None:
     return None
 
 
-def fresh(entry: Entry | None, env: Mapping[str, str], now: float,
-          env_names: Sequence[str] | None = None) -> bool:
+def fresh(entry: "Entry | None", env: "Mapping[str, str]", now: float,
+          env_names: "Sequence[str] | None" = None) -> bool:
     """Whether ``entry`` may be served now, fetched under this environment. The full path,
     which knows the chain, also requires the same variables (``env_names``)."""
     return (entry is not None and (env_names is None or list(entry.env_names) == list(env_names))
             and entry.matches_env(env) and entry.stored <= now < entry.expires)
 
 
-def refresh_due(entry: Entry, now: float) -> bool:
+def refresh_due(entry: "Entry", now: float) -> bool:
     return now >= entry.refresh
 
 
-def rejected(entry: Entry, marker: tuple[float, float] | None, env: Mapping[str, str],
+def rejected(entry: "Entry", marker: tuple[float, float] | None, env: "Mapping[str, str]",
              now: float) -> bool:
     """True when this caller was already served this very entry, within its own TTL:
     Claude Code asks again that soon only after the gateway refused the key."""
@@ -85,7 +100,7 @@ def rejected(entry: Entry, marker: tuple[float, float] | None, env: Mapping[str,
     return stored == entry.stored and 0 <= now - served < window
 
 
-def refetch_too_soon(entry: Entry, now: float) -> bool:
+def refetch_too_soon(entry: "Entry", now: float) -> bool:
     """The key fetched after the last refusal is refused too: the backend has not caught up.
     Keep a retry storm to one fetch per interval."""
     return bool(entry.extra.get("rotated")) and now - entry.stored < REFETCH_INTERVAL
@@ -96,7 +111,7 @@ def backoff(count: int) -> float:
     return float(min(BACKOFF_FIRST * 2 ** (count - 1), BACKOFF_MAX))
 
 
-def stale_servable(entry: Entry | None, env_names: Sequence[str], env: Mapping[str, str],
+def stale_servable(entry: "Entry | None", env_names: "Sequence[str]", env: "Mapping[str, str]",
                    now: float, grace: float) -> bool:
     """The old entry may still be served when every backend fails: same environment, within
     the grace period, and never past the key's own expiry."""
@@ -113,7 +128,7 @@ class Rules:
     __slots__ = ("extra", "refresh_ahead", "rotation_detection", "stale_grace", "ttl")
 
     def __init__(self, ttl: float, refresh_ahead: float, stale_grace: float,
-                 rotation_detection: bool, extra: Mapping[str, str]):
+                 rotation_detection: bool, extra: "Mapping[str, str]"):
         self.ttl = ttl
         self.refresh_ahead = refresh_ahead
         self.stale_grace = stale_grace
@@ -121,7 +136,8 @@ class Rules:
         self.extra = dict(extra)  # what the hit path must know without the config
 
     def make_entry(self, value: str, expires_at: float | None, backend: str,
-                   env_names: Sequence[str], env: Mapping[str, str], now: float) -> Entry | None:
+                   env_names: "Sequence[str]", env: "Mapping[str, str]",
+                   now: float) -> "Entry | None":
         """The entry for a fetched key; None when it is too close to its own expiry."""
         expires = now + self.ttl
         if expires_at is not None:
@@ -144,7 +160,7 @@ class Fetched:
     __slots__ = ("attempts", "backend", "cacheable", "expires_at", "value")
 
     def __init__(self, value: str, expires_at: float | None, backend: str, cacheable: bool,
-                 attempts: list[Attempt]):
+                 attempts: "list[Attempt]"):
         self.value = value
         self.expires_at = expires_at
         self.backend = backend
@@ -160,7 +176,7 @@ class Outcome:
     __slots__ = ("attempts", "backend", "entry", "expires_at", "source", "value", "where")
 
     def __init__(self, value: str, expires_at: float | None, backend: str, source: str,
-                 attempts: list[Attempt] | None = None, entry: Entry | None = None,
+                 attempts: "list[Attempt] | None" = None, entry: "Entry | None" = None,
                  where: str | None = None):
         self.value = value
         self.expires_at = expires_at
@@ -179,10 +195,10 @@ class CachedFetcher:
     "warning"); it logs them. ``caller`` names the Claude Code process (rotation markers).
     """
 
-    def __init__(self, store: Store, directory: str, key: str, rules: Rules,
-                 env: Mapping[str, str], *, now: Callable[[], float],
-                 lock: Callable[[], AbstractContextManager[object]],
-                 caller: str | None, report: Callable[[str, str], None]):
+    def __init__(self, store: "Store", directory: str, key: str, rules: "Rules",
+                 env: "Mapping[str, str]", *, now: "Callable[[], float]",
+                 lock: "Callable[[], AbstractContextManager[object]]",
+                 caller: str | None, report: "Callable[[str, str], None]"):
         self.store = store
         self.directory = directory
         self.key = key
@@ -193,7 +209,7 @@ class CachedFetcher:
         self.caller = caller if rules.rotation_detection else None
         self.report = report
 
-    def get(self, fetch: Callable[[], Fetched], env_names: Sequence[str]) -> Outcome:
+    def get(self, fetch: "Callable[[], Fetched]", env_names: "Sequence[str]") -> "Outcome":
         seen = self.served()
         entry = self.store.read(self.key)
         if fresh(entry, self.env, self.now(), env_names) and not self._rejected(entry, seen):
@@ -215,8 +231,8 @@ class CachedFetcher:
                 source = "rotated"
             return self.fetch_and_store(fetch, entry, env_names, source)
 
-    def refresh(self, fetch: Callable[[], Fetched], env_names: Sequence[str],
-                expected_stored: float) -> Outcome | None:
+    def refresh(self, fetch: "Callable[[], Fetched]", env_names: "Sequence[str]",
+                expected_stored: float) -> "Outcome | None":
         """Background refresh ahead of expiry (the lock is held by the caller); nothing if
         someone refreshed already."""
         entry = self.store.read(self.key)
@@ -224,8 +240,8 @@ class CachedFetcher:
             return None
         return self.fetch_and_store(fetch, entry, env_names, "refresh")
 
-    def fetch_and_store(self, fetch: Callable[[], Fetched], old: Entry | None,
-                        env_names: Sequence[str], source: str) -> Outcome:
+    def fetch_and_store(self, fetch: "Callable[[], Fetched]", old: "Entry | None",
+                        env_names: "Sequence[str]", source: str) -> "Outcome":
         """Run the chain and cache its key; on failure, maybe serve the old key (stale)."""
         from keyhelper.base.failures import FailureLog  # a miss only: not on the hit path
         from keyhelper.errors import BackedOff, NoKeyError
@@ -280,15 +296,15 @@ class CachedFetcher:
             return None
         return read_marker(marker_path(self.directory, self.key, self.caller))
 
-    def _rejected(self, entry: Entry | None, seen: tuple[float, float] | None) -> bool:
+    def _rejected(self, entry: "Entry | None", seen: tuple[float, float] | None) -> bool:
         return entry is not None and rejected(entry, seen, self.env, self.now())
 
-    def mark_served(self, entry: Entry) -> None:
+    def mark_served(self, entry: "Entry") -> None:
         if self.caller is not None:
             write_marker(marker_path(self.directory, self.key, self.caller), entry.stored,
                          self.now())
 
-    def serve(self, entry: Entry, source: str) -> Outcome:
+    def serve(self, entry: "Entry", source: str) -> "Outcome":
         from keyhelper.base.records import fingerprint
 
         self.report("debug", f"{source}: {fingerprint(entry.key)} from "
@@ -297,3 +313,45 @@ class CachedFetcher:
         self.mark_served(entry)
         return Outcome(entry.key, entry.token_expires, entry.backend, source, [], entry,
                        self.store.describe(self.key))
+
+
+# --- a hit -------------------------------------------------------------------------------
+
+def try_hit(selection: "Selection", env: "Mapping[str, str]",
+            argv: "Sequence[str]" = ()) -> str | None:
+    """The key for this selection: from the route's env/file steps (read now), else from a
+    fresh cache entry that is safe to serve; None hands over to the full path.
+
+    A miss (None) also when the calling Claude Code process is asking again for the key it
+    was just given: the full path then fetches anew, rate-limited, under the lock.
+    """
+    directory = cache_dir(env)
+    key = entry_key(selection, env)
+    route, data = read_private_files(directory, [key + ".route", key + ".entry"])
+    routed = follow_route(route, env)
+    if routed != NEXT:
+        return routed
+    entry = parse_entry(data) if data is not None else None
+    now = time.time()
+    if entry is None or not fresh(entry, env, now):
+        return None
+    marker = None
+    if entry.extra.get("rotation") != "off" and "CLAUDE_CODE_ENTRYPOINT" in env:
+        from keyhelper.base import caller  # only Claude Code's calls need to know the caller
+
+        calling = caller.caller_id(env)
+        if calling is not None:
+            marker = marker_path(directory, key, calling)
+            if rejected(entry, read_marker(marker), env, now):
+                return None
+    if refresh_due(entry, now):
+        from keyhelper.base import spawn
+
+        spawn.spawn_refresh(directory, key, entry.stored, argv)
+    if marker is not None:
+        write_marker(marker, entry.stored, now)
+    if "audit" in entry.extra or "audit_syslog" in entry.extra:
+        from keyhelper.base import audit
+
+        audit.append_hit(entry, selection.profile)
+    return entry.key

@@ -19,9 +19,8 @@ import click
 
 from keyhelper import __version__, redact
 from keyhelper.app import guarded, run_get, setup_logging
-from keyhelper.base.entry import entry_key
-from keyhelper.base.files import MAX_FILE_BYTES
-from keyhelper.base.paths import Selection
+from keyhelper.base.files import MAX_FILE_BYTES, Selection
+from keyhelper.base.records import entry_key
 from keyhelper.errors import EXIT_OK
 
 F = Callable[..., Any]

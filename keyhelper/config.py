@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from keyhelper import policy
-from keyhelper.base.paths import Selection, config_path
+from keyhelper.base.files import Selection, config_path
 from keyhelper.cachepolicy import DEFAULT_CLAUDE_TTL, claude_ttl
 from keyhelper.configfile import (
     AUDIT_KEYS,

@@ -1,16 +1,15 @@
-"""The console script. Serves a cache hit with keyhelper.hit alone, else hands over.
+"""The console script. Serves a cache hit with keyhelper.cachepolicy.try_hit alone, else
+hands over.
 
 ``keyhelper [selection options]`` is answered here from the cache when possible; a miss
 goes to the core without click; every other command goes to the click CLI.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 
-from keyhelper.base.paths import parse_get_args
-from keyhelper.hit import try_hit
+from keyhelper.base.files import parse_get_args
+from keyhelper.cachepolicy import try_hit
 
 COMPLETE_VAR = "_KEYHELPER_COMPLETE"  # click's shell completion: always the CLI's business
 

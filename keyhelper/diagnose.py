@@ -8,7 +8,7 @@ from typing import Any
 
 from keyhelper.base import audit
 from keyhelper.base.failures import FailureLog
-from keyhelper.base.paths import POLICY_PATH, Selection
+from keyhelper.base.files import POLICY_PATH, Selection
 from keyhelper.config import Settings
 from keyhelper.errors import EXIT_NO_KEY, EXIT_OK, BackendError, ConfigError, Skip
 from keyhelper.registry import ALLOW_ENV, Registry, allowlist

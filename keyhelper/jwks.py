@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from keyhelper.base.paths import Selection
+from keyhelper.base.files import Selection
 from keyhelper.errors import EXIT_OK, BackendError, UsageError
 from keyhelper.resolver import Run
 

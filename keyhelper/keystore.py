@@ -8,8 +8,8 @@ from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 
 from keyhelper import redact
-from keyhelper.base.entry import entry_key
-from keyhelper.base.paths import Selection
+from keyhelper.base.files import Selection
+from keyhelper.base.records import entry_key
 from keyhelper.errors import EXIT_OK, BackendError, UsageError
 from keyhelper.resolver import Run
 from keyhelper.stores import FileCache

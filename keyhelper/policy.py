@@ -2,7 +2,7 @@
 
 The user's config can be replaced wholesale by the environment ($KEYHELPER_CONFIG,
 $XDG_CONFIG_HOME, $HOME: a project's settings can set them for the helper). The policy
-lives at a fixed place no variable moves (``keyhelper.base.paths.POLICY_PATH``:
+lives at a fixed place no variable moves (``keyhelper.base.files.POLICY_PATH``:
 /etc/keyhelper/policy.toml,
 on macOS /Library/Application Support/keyhelper/policy.toml, on Windows
 C:\\ProgramData\\keyhelper\\policy.toml) and must be root's: on POSIX one owned by another
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keyhelper.backend import Option
-from keyhelper.base.paths import POLICY_PATH
+from keyhelper.base.files import POLICY_PATH
 from keyhelper.configfile import (
     PLUGINS_KEYS,
     BackendSpec,

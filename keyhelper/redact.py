@@ -4,8 +4,7 @@ sequences. Every line keyhelper prints on stderr goes through :func:`scrub`."""
 
 from __future__ import annotations
 
-from keyhelper.base.entry import MAX_KEY_CHARS
-from keyhelper.base.records import FINGERPRINT_DIGITS, fingerprint
+from keyhelper.base.records import FINGERPRINT_DIGITS, MAX_KEY_CHARS, fingerprint
 
 __all__ = ["FINGERPRINT_DIGITS", "MAX_KEY_CHARS", "fingerprint", "invalid_key_reason",
            "printable", "redact", "remember", "scrub"]

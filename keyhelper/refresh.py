@@ -12,7 +12,7 @@ from collections.abc import Sequence
 def main(args: Sequence[str]) -> int:
     os.chdir("/")  # nothing of the caller's directory, whatever it holds (see base.spawn)
     from keyhelper.app import no_core_dumps
-    from keyhelper.base.paths import parse_get_args
+    from keyhelper.base.files import parse_get_args
     from keyhelper.resolver import Run
 
     stored, separator, *argv = args

@@ -17,9 +17,8 @@ from keyhelper import cachepolicy, config
 from keyhelper.backend import Context, Token, wall_clock
 from keyhelper.base import audit
 from keyhelper.base.caller import caller_id
-from keyhelper.base.entry import Entry, entry_key, route_path, serialize_route
-from keyhelper.base.files import read_in_private_dir, write_private
-from keyhelper.base.paths import Selection
+from keyhelper.base.files import Selection, read_in_private_dir, write_private
+from keyhelper.base.records import Entry, entry_key, route_path, serialize_route
 from keyhelper.chain import Chain, Link
 from keyhelper.errors import Attempt
 from keyhelper.registry import Registry, allowlist
@@ -167,7 +166,7 @@ class Run:
 
 
 # The built-in backends whose key the hit path reads itself: the route mirrors exactly what
-# these classes do (keyhelper.base.entry), so no other class, however named, qualifies.
+# these classes do (keyhelper.base.records), so no other class, however named, qualifies.
 ROUTED = {"keyhelper_plugins.env.EnvBackend": ("env", "var"),
           "keyhelper_plugins.file.FileBackend": ("file", "path")}
 

@@ -2,7 +2,7 @@
 default), or the OS keyring (``cache = "keyring"``: no secret on disk). A store is a plain
 read/write/delete of entries; what to serve and when to fetch is keyhelper.cachepolicy's.
 
-File entries are named by :func:`keyhelper.base.entry.entry_key` (selection and config
+File entries are named by :func:`keyhelper.base.records.entry_key` (selection and config
 identity, never the secret), read and written with keyhelper.base.files (no symlink, owner
 and mode checked on the descriptor, atomic writes), exactly as the hit path reads them.
 """
@@ -16,9 +16,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from keyhelper.base import lock as locking
-from keyhelper.base.entry import Entry, entry_path, parse_entry, read_entry
-from keyhelper.base.files import make_private_dirs, safe_dir, write_private
-from keyhelper.base.paths import cache_dir
+from keyhelper.base.files import cache_dir, make_private_dirs, safe_dir, write_private
+from keyhelper.base.records import Entry, entry_path, parse_entry, read_entry
 from keyhelper.errors import BackendError, DeadlineExceeded, Skip
 
 if TYPE_CHECKING:

@@ -4,6 +4,7 @@ and starting a background refresh.
 
 Everything here imports only the standard library's cheapest modules (``os``, ``sys``,
 ``time``, the ``_sha256`` primitive; ``fcntl`` and ``_socket`` where needed) and other
-modules of this package: a cache hit (``keyhelper.hit``) runs on this package alone, so a
-hit costs about one interpreter start. tests/project/test_layers.py holds the rule.
+modules of this package: a cache hit (``keyhelper.cachepolicy.try_hit``) runs on this package
+and that module alone, so a hit costs about one interpreter start.
+tests/project/test_layers.py holds the rule.
 """

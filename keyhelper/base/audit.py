@@ -20,8 +20,6 @@ writable by others, unless it is root's and sticky (like /tmp), where only this 
 are used. The lock file and the rotated names get the same checks; a refusal is ``Unsafe``.
 """
 
-from __future__ import annotations
-
 import os
 import time
 
@@ -33,7 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-    from keyhelper.base.entry import Entry
+    from keyhelper.base.records import Entry
 
 # Names of the cache entry's extra fields that carry the audit settings.
 EXTRA_PATH = "audit"
@@ -90,7 +88,7 @@ def _value(value: object) -> str:
     return _quote(str(value))
 
 
-def format_line(fields: Mapping[str, object]) -> bytes:
+def format_line(fields: "Mapping[str, object]") -> bytes:
     """One JSON object on one line, keys in a fixed order, ending with a newline."""
     body = ", ".join(f"{_quote(name)}: {_value(value)}" for name, value in fields.items())
     return ("{" + body + "}\n").encode("ascii")
@@ -141,7 +139,7 @@ class NotRotated(OSError):
     """The line was written, but the full log could not be rotated (says why)."""
 
 
-def _dir_problem(st: os.stat_result) -> str | None:
+def _dir_problem(st: "os.stat_result") -> str | None:
     if not files._is_dir(st.st_mode):
         return "is not a directory"
     if not files._POSIX:
@@ -154,7 +152,7 @@ def _dir_problem(st: os.stat_result) -> str | None:
     return None
 
 
-def _file_problem(st: os.stat_result) -> str | None:
+def _file_problem(st: "os.stat_result") -> str | None:
     if (st.st_mode & 0o170000) != 0o100000:
         return "is not a regular file"
     if files._POSIX and st.st_uid != os.getuid():
@@ -184,7 +182,7 @@ def open_dir(path: str) -> tuple[int | None, str]:
     return fd, name
 
 
-def _lstat(name: str, dir_fd: int | None) -> os.stat_result | None:
+def _lstat(name: str, dir_fd: int | None) -> "os.stat_result | None":
     try:
         return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
@@ -330,7 +328,7 @@ def send_syslog(line: bytes, address: str = DEFAULT_SYSLOG_SOCKET) -> None:
         sock.close()
 
 
-def write(line: bytes, extra: Mapping[str, str]) -> None:
+def write(line: bytes, extra: "Mapping[str, str]") -> None:
     """Write ``line`` where the extra fields say. Raises OSError/ValueError."""
     path = extra.get(EXTRA_PATH)
     problem: Exception | None = None
@@ -351,7 +349,7 @@ def _number(text: str | None, default: int) -> int:
     return int(text) if text and text.isdigit() else default
 
 
-def append_hit(entry: Entry, profile: str | None) -> None:
+def append_hit(entry: "Entry", profile: str | None) -> None:
     """Record a cache hit served by the lean path, if the entry says auditing is on.
 
     Never raises: a hit must be served even when the audit log cannot be written.
@@ -397,7 +395,7 @@ class AuditSettings:
         return fields
 
 
-def settings(raw: Mapping[str, Any]) -> AuditSettings | None:
+def settings(raw: "Mapping[str, Any]") -> "AuditSettings | None":
     """The audit settings of a validated config (see config.AUDIT_KEYS); None when off."""
     table = raw.get("audit") or {}
     path = table.get("path")
@@ -410,13 +408,13 @@ def settings(raw: Mapping[str, Any]) -> AuditSettings | None:
                          int(table.get("keep", DEFAULT_KEEP)))
 
 
-def entry_extra(raw: Mapping[str, Any]) -> dict[str, str]:
+def entry_extra(raw: "Mapping[str, Any]") -> dict[str, str]:
     """Extra fields for a cache entry written under this config ({} when auditing is off)."""
     audit = settings(raw)
     return {} if audit is None else audit.extra()
 
 
-def record(settings_raw: Mapping[str, Any], profile: str | None, backend: str, source: str,
+def record(settings_raw: "Mapping[str, Any]", profile: str | None, backend: str, source: str,
            key: str, expires: float | None) -> str | None:
     """Append one line for a key handed out by the full path (``source``: how, see
     CACHE_FIELD), if configured. Returns the warning to show when the log could not be
@@ -435,12 +433,12 @@ def record(settings_raw: Mapping[str, Any], profile: str | None, backend: str, s
     return None
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: "Exception") -> str:
     """An OSError's own words ("Is a directory"), or why the log was refused (Unsafe)."""
     return getattr(exc, "strerror", None) or str(exc)
 
 
-def tail(path: str, count: int) -> list[dict[str, Any] | None]:
+def tail(path: str, count: int) -> "list[dict[str, Any] | None]":
     """The last ``count`` lines of the log, parsed (None for a line that is not JSON).
 
     Opened as the writer opens it (no symlink, no blocking on a FIFO, this user's regular
@@ -468,7 +466,7 @@ def tail(path: str, count: int) -> list[dict[str, Any] | None]:
     return parsed
 
 
-def describe(raw: Mapping[str, Any], count: int = DOCTOR_LINES) -> list[str]:
+def describe(raw: "Mapping[str, Any]", count: int = DOCTOR_LINES) -> list[str]:
     """``keyhelper doctor``'s lines about the audit log: where it goes, the last entries."""
     audit = settings(raw)
     if audit is None:

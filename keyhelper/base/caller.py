@@ -9,8 +9,6 @@ Linux reads /proc. Elsewhere (macOS, Windows) there is no cheap way on the hit p
 Imports only ``os``: this runs on the cache-hit path.
 """
 
-from __future__ import annotations
-
 import os
 
 TYPE_CHECKING = False
@@ -22,7 +20,7 @@ SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "ash", "
 MAX_DEPTH = 8
 
 
-def called_by_claude_code(env: Mapping[str, str]) -> bool:
+def called_by_claude_code(env: "Mapping[str, str]") -> bool:
     return env.get("AI_AGENT", "").startswith("claude-code") and "CLAUDE_CODE_ENTRYPOINT" in env
 
 
@@ -45,7 +43,7 @@ def _stat(pid: int) -> tuple[str, int, str] | None:
         return None
 
 
-def caller_id(env: Mapping[str, str]) -> str | None:
+def caller_id(env: "Mapping[str, str]") -> str | None:
     """``"<pid>-<start time>"`` of the Claude Code process that runs us, or None."""
     if not called_by_claude_code(env) or not os.path.isdir("/proc/self"):
         return None

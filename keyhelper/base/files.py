@@ -1,8 +1,12 @@
-"""Private-file I/O, in one place: every file keyhelper reads or writes goes through here.
+"""Files, in one place: where they live and how they are read and written.
 
-- Files of its own (cache entries, the route, served markers, failure records, backend
-  state): :func:`read_file_private` (no symlink, regular, one name, ours, 0600 at most) and
-  :func:`write_private` (atomic: a new 0600 temp file, fsync, rename).
+- Where: what the command line selects (``keyhelper [--backend NAME]... [--profile NAME]
+  [--config PATH] [--no-cache] [-v]``, parsed without click), the config file, the cache
+  directory, the administrator's policy, a file's identity. One small portable interface:
+  Linux-only places (XDG_RUNTIME_DIR) have documented fallbacks for macOS and Windows.
+- Files of keyhelper's own (cache entries, the route, served markers, failure records,
+  backend state): :func:`read_file_private` (no symlink, regular, one name, ours, 0600 at
+  most) and :func:`write_private` (atomic: a new 0600 temp file, fsync, rename).
 - Files the user keeps (a key file, Vault's credential and TLS files, a JWT signing key):
   :func:`read_user_file`, with the same rules for every backend and for the hit path.
 - Directories: :func:`safe_dir`, :func:`open_private_dir`, :func:`make_private_dirs`.
@@ -11,13 +15,12 @@ Checks are made with fstat on the descriptor that is read, never on the path bef
 open, so nothing can be swapped between check and use; nothing blocks on a FIFO.
 """
 
-from __future__ import annotations
-
 import os
+import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from typing import Literal
 
     Privacy = Literal["always", "own", "never"]
@@ -30,6 +33,132 @@ _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _POSIX = os.name == "posix"
 _DIR_FD = os.open in getattr(os, "supports_dir_fd", set())
 
+
+
+# --- where things live ------------------------------------------------------------------
+
+class Selection:
+    """What the command line selects: the chain and where its configuration lives."""
+
+    __slots__ = ("backends", "config", "no_cache", "profile", "verbose")
+
+    def __init__(self, backends: "Sequence[str]" = (), profile: str | None = None,
+                 config: str | None = None, no_cache: bool = False, verbose: bool = False):
+        self.backends = tuple(backends)
+        self.profile = profile
+        self.config = config
+        self.no_cache = no_cache
+        self.verbose = verbose
+
+
+_VALUE_OPTIONS = {"--backend": "backends", "-b": "backends", "--profile": "profile",
+                  "-p": "profile", "--config": "config", "-c": "config"}
+
+
+def parse_get_args(argv: "Sequence[str]") -> "Selection | None":
+    """Parse a plain get (``keyhelper [selection options]``); None for anything else."""
+    backends: list[str] = []
+    found: dict[str, str] = {}
+    flags = {"no_cache": False, "verbose": False}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        if name in _VALUE_OPTIONS and name.startswith("--") and eq:
+            pass
+        elif arg in _VALUE_OPTIONS and i + 1 < len(argv):
+            i += 1
+            name, value = arg, argv[i]
+        elif arg == "--no-cache":
+            flags["no_cache"] = True
+            i += 1
+            continue
+        elif arg in ("-v", "--verbose"):
+            flags["verbose"] = True
+            i += 1
+            continue
+        else:
+            return None  # a subcommand, --help, a typo: the click CLI handles and reports it
+        if not value or value.startswith("-"):
+            return None
+        field = _VALUE_OPTIONS[name]
+        if field == "backends":
+            backends.append(value)
+        elif field in found:
+            return None  # given twice: let the CLI decide
+        else:
+            found[field] = value
+        i += 1
+    return Selection(backends, found.get("profile"), found.get("config"),
+                     flags["no_cache"], flags["verbose"])
+
+
+APP = "keyhelper"
+# The administrator's policy (keyhelper/policy.py): a fixed place, never from the environment.
+if sys.platform == "darwin":
+    POLICY_PATH = "/Library/Application Support/keyhelper/policy.toml"
+elif os.name == "nt":
+    POLICY_PATH = "C:\\ProgramData\\keyhelper\\policy.toml"
+else:
+    POLICY_PATH = "/etc/keyhelper/policy.toml"
+
+
+def home() -> str:
+    return os.path.expanduser("~")
+
+
+def config_path(selection: "Selection", env: "Mapping[str, str]") -> tuple[str, bool]:
+    """The config file to read, and whether it was named explicitly (then it must exist).
+
+    --config, else $KEYHELPER_CONFIG, else $XDG_CONFIG_HOME/keyhelper/config.toml,
+    else ~/.config/keyhelper/config.toml (on Windows %APPDATA%\\keyhelper\\config.toml).
+    """
+    if selection.config:
+        return os.path.abspath(os.path.expanduser(selection.config)), True
+    if env.get("KEYHELPER_CONFIG"):
+        return os.path.abspath(os.path.expanduser(env["KEYHELPER_CONFIG"])), True
+    if _absolute(env, "XDG_CONFIG_HOME"):
+        base = env["XDG_CONFIG_HOME"]
+    elif os.name == "nt" and _absolute(env, "APPDATA"):
+        base = env["APPDATA"]
+    else:
+        base = os.path.join(home(), ".config")
+    return os.path.join(base, APP, "config.toml"), False
+
+
+def cache_dir(env: "Mapping[str, str]") -> str:
+    """$KEYHELPER_CACHE_DIR, else $XDG_RUNTIME_DIR/keyhelper (Linux: per-user tmpfs),
+    else $XDG_CACHE_HOME/keyhelper, else the platform's user cache directory."""
+    if env.get("KEYHELPER_CACHE_DIR"):
+        return os.path.abspath(env["KEYHELPER_CACHE_DIR"])
+    for var in ("XDG_RUNTIME_DIR", "XDG_CACHE_HOME"):
+        if _absolute(env, var):
+            return os.path.join(env[var], APP)
+    if sys.platform == "darwin":
+        return os.path.join(home(), "Library", "Caches", APP)
+    if os.name == "nt" and _absolute(env, "LOCALAPPDATA"):
+        return os.path.join(env["LOCALAPPDATA"], APP, "cache")
+    return os.path.join(home(), ".cache", APP)
+
+
+def _absolute(env: "Mapping[str, str]", var: str) -> bool:
+    """Whether $var is set to an absolute path. The XDG base directory spec: a relative
+    path "should be considered invalid and ignored" (it would mean the caller's cwd, such
+    as a cloned project)."""
+    return os.path.isabs(env.get(var) or "")
+
+
+def file_identity(path: str) -> str:
+    """Changes whenever the file is edited or replaced, or its owner or mode changes (a
+    config made unsafe is then a miss, and the full path refuses it), without reading it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "absent"
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_mode}:{st.st_uid}"
+
+
+# --- private files ---------------------------------------------------------------------
 
 def safe_dir(path: str) -> str | None:
     """Why ``path`` may not hold keys (a symlink, another owner, open to others), or None."""
@@ -95,7 +224,7 @@ def open_private_dir(path: str) -> int | None:
     return fd
 
 
-def read_private_files(directory: str, names: Sequence[str]) -> list[bytes | None]:
+def read_private_files(directory: str, names: "Sequence[str]") -> list[bytes | None]:
     """Private files of the cache directory (None for each one missing or unsafe), with
     the directory checked once and every file opened relative to it."""
     if not _DIR_FD:
@@ -116,7 +245,7 @@ def read_in_private_dir(directory: str, name: str) -> bytes | None:
     return read_private_files(directory, [name])[0]
 
 
-def read_user_file(path: str, private: Privacy = "always") -> tuple[bytes | None, str]:
+def read_user_file(path: str, private: "Privacy" = "always") -> tuple[bytes | None, str]:
     """A key or credential file the user keeps: (its bytes, "") or (None, why not, to follow
     the path in a message; MISSING when there is no such file).
 
@@ -164,7 +293,7 @@ def _open_user_file(path: str) -> tuple[int | None, str]:
     return None, "cannot be opened (too many levels of symbolic links)"
 
 
-def _user_file_problem(st: os.stat_result, path: str, private: Privacy) -> str:
+def _user_file_problem(st: "os.stat_result", path: str, private: "Privacy") -> str:
     if (st.st_mode & 0o170000) != 0o100000:
         return "is not a regular file"
     if not _POSIX:

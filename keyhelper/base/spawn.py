@@ -15,8 +15,6 @@ must never be imported. The selection is passed on with its config path made abs
 there is no background refresh: the entry ends and the next call fetches in the foreground.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 
@@ -33,7 +31,7 @@ CHILD_FLAGS = ("-I",)
 SAFE_CWD = "/"
 
 
-def absolute(argv: Sequence[str], env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+def absolute(argv: "Sequence[str]", env: "Mapping[str, str]") -> tuple[list[str], dict[str, str]]:
     """``argv`` and ``env`` with the config and cache paths made absolute: the child runs
     in another directory, and must name the same cache entry."""
     out = list(argv)
@@ -49,7 +47,7 @@ def absolute(argv: Sequence[str], env: Mapping[str, str]) -> tuple[list[str], di
     return out, child_env
 
 
-def spawn_refresh(directory: str, key: str, stored: float, argv: Sequence[str]) -> bool:
+def spawn_refresh(directory: str, key: str, stored: float, argv: "Sequence[str]") -> bool:
     """Start a background refresh unless one is under way. Never raises; True if started."""
     if not hasattr(os, "posix_spawn"):
         return False

@@ -37,10 +37,10 @@ from jwt_keys import (
 )
 
 from keyhelper import resolver
-from keyhelper.base import entry as kentry
-from keyhelper.base.paths import Selection
+from keyhelper.base import records as kentry
+from keyhelper.base.files import Selection
+from keyhelper.cachepolicy import try_hit
 from keyhelper.errors import Unavailable
-from keyhelper.hit import try_hit
 from keyhelper.testing.fixtures import WriteConfig
 
 T0 = 1_900_000_000  # 2030-03-17 17:46:40 UTC, a whole second

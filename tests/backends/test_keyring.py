@@ -20,8 +20,8 @@ import pytest
 from fixtures_keyring import SecretService
 from helpers import keyhelper
 
-from keyhelper.base import entry as kentry
-from keyhelper.base.paths import Selection
+from keyhelper.base import records as kentry
+from keyhelper.base.files import Selection
 from keyhelper.redact import fingerprint
 
 pytestmark = pytest.mark.keyring
@@ -315,7 +315,7 @@ def test_a_hit_on_a_keyring_key_never_loads_keyring(secret_service: SecretServic
                          "MODULES_OUT": str(out)})
     assert (hit.returncode, hit.stdout, hit.stderr) == (0, KEY + "\n", "")
     modules = set(out.read_text().split("\n"))
-    assert "keyhelper.hit" in modules
+    assert "keyhelper.cachepolicy" in modules
     assert not {m for m in modules if m.split(".")[0] in
                 ("keyring", "secretstorage", "jeepney", "keyhelper_plugins")}
     assert not {"keyhelper.oskeyring", "keyhelper.resolver"} & modules

@@ -16,7 +16,7 @@ from helpers import Run, keyhelper
 from keyhelper_plugins.vault_kv import MOUNT_MEMO_FORMAT
 
 from keyhelper.backend import dump_record
-from keyhelper.base import entry as kentry
+from keyhelper.base import records as kentry
 
 pytestmark = pytest.mark.vault
 

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 from keyhelper import redact
 from keyhelper.base import audit, records
-from keyhelper.base import entry as kentry
-from keyhelper.base.paths import Selection
+from keyhelper.base import records as kentry
+from keyhelper.base.files import Selection
 
 KEY = "sk-ant-Audit_0123456789abcdef"
 TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"

@@ -20,10 +20,10 @@ from freezegun.api import FrozenDateTimeFactory
 from helpers import keyhelper
 
 from keyhelper.backend import Backend, Option, Token
-from keyhelper.base import entry as kentry
-from keyhelper.base import paths as kpaths
-from keyhelper.base.paths import Selection
-from keyhelper.hit import try_hit
+from keyhelper.base import files as kpaths
+from keyhelper.base import records as kentry
+from keyhelper.base.files import Selection
+from keyhelper.cachepolicy import try_hit
 from keyhelper.registry import GROUP, Registry
 from keyhelper.resolver import Result, Run
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from keyhelper import cachepolicy
-from keyhelper.base.entry import Entry, env_digest, read_marker
+from keyhelper.base.records import Entry, env_digest, read_marker
 from keyhelper.cachepolicy import CachedFetcher, Fetched, Rules
 from keyhelper.errors import Attempt, BackedOff, NoKeyError
 

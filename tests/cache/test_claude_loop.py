@@ -23,8 +23,8 @@ from countingcmd import CountingCommand, counting_command
 from helpers import SCRIPT, keyhelper
 
 from keyhelper import cachepolicy
-from keyhelper.base import entry as kentry
-from keyhelper.base import paths as kpaths
+from keyhelper.base import files as kpaths
+from keyhelper.base import records as kentry
 
 CLAUDE_ENV = {"AI_AGENT": "claude-code_2.1.332_harness", "CLAUDE_CODE_ENTRYPOINT": "sdk-cli"}
 

@@ -19,8 +19,8 @@ import pytest
 from countingcmd import counting_command
 from helpers import SCRIPT, keyhelper
 
-from keyhelper.base import entry as kentry
-from keyhelper.base.paths import Selection
+from keyhelper.base import records as kentry
+from keyhelper.base.files import Selection
 
 PROCESSES = 30
 KEY = "sk-ant-Concurrency_0123456789"

@@ -18,8 +18,8 @@ from cache_entry import entry_path, wait_for_refresh_lock
 from countingcmd import counting_command
 from helpers import keyhelper
 
-from keyhelper.base import entry as kentry
-from keyhelper.base import paths as kpaths
+from keyhelper.base import files as kpaths
+from keyhelper.base import records as kentry
 from keyhelper.base import spawn
 
 PLANT = "import os; open(os.path.join({marker!r}, {name!r}), 'w').close()\n"

@@ -15,9 +15,9 @@ from countingcmd import counting_command
 from helpers import SCRIPT, keyhelper, loaded
 from hit_path import FORBIDDEN, on_the_hit_path
 
-from keyhelper.base import entry as kentry
-from keyhelper.base import paths as kpaths
-from keyhelper.base.paths import Selection
+from keyhelper.base import files as kpaths
+from keyhelper.base import records as kentry
+from keyhelper.base.files import Selection
 
 KEY = "sk-ant-Routed_0123456789"
 

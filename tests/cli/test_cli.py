@@ -17,8 +17,8 @@ from countingcmd import counting_command
 from helpers import keyhelper
 
 import keyhelper as keyhelper_package
-from keyhelper.base import entry as kentry
-from keyhelper.base.paths import Selection
+from keyhelper.base import records as kentry
+from keyhelper.base.files import Selection
 
 KEY = "sk-ant-Test_0123456789abcdef"
 

@@ -17,7 +17,7 @@ from countingcmd import counting_command
 from helpers import SCRIPT, keyhelper
 
 from keyhelper import redact
-from keyhelper.base import entry as kentry
+from keyhelper.base import records as kentry
 
 # A command's stderr as an attacker would write it: colour, a window-title change, a bell,
 # backspaces and a bidi override (the command backend keeps its last line).

@@ -15,8 +15,8 @@ import pytest
 from countingcmd import counting_command
 from helpers import keyhelper
 
-from keyhelper.base import entry as kentry
-from keyhelper.base.paths import Selection
+from keyhelper.base import records as kentry
+from keyhelper.base.files import Selection
 from keyhelper.registry import GROUP
 
 KEY = "sk-ant-Config_0123456789"

@@ -29,7 +29,7 @@ from countingcmd import counting_command
 from helpers import keyhelper
 
 from keyhelper import policy
-from keyhelper.base import paths as kpaths
+from keyhelper.base import files as kpaths
 from keyhelper.config import BackendSpec
 from keyhelper.redact import fingerprint as fp
 from keyhelper.registry import narrow

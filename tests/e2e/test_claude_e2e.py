@@ -23,8 +23,8 @@ from fake_anthropic import serve_gateway
 from fixtures_openbao import OpenBao, audit_reads, start_openbao
 from helpers import SCRIPT
 
-from keyhelper.base import entry as kentry
-from keyhelper.base import paths as kpaths
+from keyhelper.base import files as kpaths
+from keyhelper.base import records as kentry
 
 pytestmark = pytest.mark.claude
 

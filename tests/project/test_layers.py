@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"keyhelper": ROOT / "keyhelper", "keyhelper_plugins": ROOT / "plugins"}
 
 LAYERS = {
-    "contract": 1, "hit": 2, "cachepolicy": 2,
+    "contract": 1, "cachepolicy": 2,
     "configfile": 3, "config": 3, "policy": 3, "registry": 3, "chain": 3, "stores": 3,
     "oskeyring": 3,
     "resolver": 3, "testing": 3,
@@ -36,7 +36,7 @@ CONTRACT = {"keyhelper.backend", "keyhelper.errors", "keyhelper.redact"}
 PLUGIN_API = {*CONTRACT, "keyhelper.oskeyring"}
 # What the hit path may import at all (module level or lazily): builtins and C modules that
 # cost next to nothing, and itself.
-HIT_PATH = ("keyhelper.console", "keyhelper.hit", "keyhelper.cachepolicy")
+HIT_PATH = ("keyhelper.console", "keyhelper.cachepolicy")
 CHEAP_STDLIB = {"os", "sys", "time", "_sha256", "_sha2", "hashlib", "fcntl", "msvcrt",
                 "_socket", "pwd", "__future__"}
 

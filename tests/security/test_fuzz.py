@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from keyhelper import config
 from keyhelper.base import audit
-from keyhelper.base import entry as kentry
-from keyhelper.base.paths import Selection
+from keyhelper.base import records as kentry
+from keyhelper.base.files import Selection
 from keyhelper.errors import ConfigError
 from keyhelper.registry import Registry, allowlist
 

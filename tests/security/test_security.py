@@ -22,8 +22,8 @@ from plugin_dists import PLUGINS, make_distribution
 
 from keyhelper import backend, errors
 from keyhelper.base import audit
-from keyhelper.base import entry as kentry
-from keyhelper.base.paths import Selection
+from keyhelper.base import records as kentry
+from keyhelper.base.files import Selection
 
 SECRET = "sk-ant-Secret_0123456789abcdefXYZ"
 OTHER_UID = 54321

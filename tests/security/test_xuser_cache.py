@@ -35,9 +35,9 @@ from xuser import (
 )
 
 from keyhelper.base import caller as kcaller
-from keyhelper.base import entry as kentry
 from keyhelper.base import failures, records
-from keyhelper.base.paths import Selection
+from keyhelper.base import records as kentry
+from keyhelper.base.files import Selection
 
 PLANTED = "sk-ant-Planted_by_another_user_0000"
 CACHED = "sk-ant-Cached_key_of_ours_0000"

@@ -20,7 +20,7 @@ from xuser import (
     run,
 )
 
-from keyhelper.base import entry as kentry
+from keyhelper.base import records as kentry
 
 PLANTED = "sk-ant-Planted_by_another_user_0000"
 OUR_SYMLINK = "our_symlink"  # control: a symlink of ours (dotfiles, mounted secrets)

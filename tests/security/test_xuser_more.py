@@ -14,8 +14,8 @@ from countingcmd import counting_command
 from jwt_keys import key_pair
 from xuser import FILE_OBSTACLES, OURS, REFUSALS, Attacker, Planter, run
 
-from keyhelper.base import entry as kentry
-from keyhelper.base.paths import Selection
+from keyhelper.base import records as kentry
+from keyhelper.base.files import Selection
 
 PEM = key_pair("rsa").private_pem
 

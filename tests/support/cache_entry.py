@@ -8,9 +8,9 @@ import os
 import time
 from pathlib import Path
 
-from keyhelper.base import entry as kentry
-from keyhelper.base import paths as kpaths
-from keyhelper.base.paths import Selection
+from keyhelper.base import files as kpaths
+from keyhelper.base import records as kentry
+from keyhelper.base.files import Selection
 
 
 def entry_path() -> Path:

@@ -13,7 +13,7 @@ FORBIDDEN = {
 }
 
 # keyhelper modules written for the hit path (each imports only os/sys/time and builtins).
-HIT_MODULES = {"keyhelper", "keyhelper.console", "keyhelper.hit", "keyhelper.cachepolicy"}
+HIT_MODULES = {"keyhelper", "keyhelper.console", "keyhelper.cachepolicy"}
 
 
 def on_the_hit_path(module: str) -> bool:
