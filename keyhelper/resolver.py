@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from keyhelper import cachepolicy, config
+from keyhelper import config
 from keyhelper.backend import Context, Token, wall_clock
 from keyhelper.base import audit
 from keyhelper.base.caller import caller_id
 from keyhelper.base.files import Selection, read_in_private_dir, write_private
 from keyhelper.base.records import Entry, entry_key, route_path, serialize_route
+from keyhelper.cachepolicy import fetcher as policy_fetcher
 from keyhelper.chain import Chain, Link
 from keyhelper.errors import Attempt
 from keyhelper.registry import Registry, allowlist
@@ -31,7 +32,7 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 @dataclass
 class Result:
-    """A key and how it was obtained (``source``: see keyhelper.cachepolicy.Outcome)."""
+    """A key and how it was obtained (``source``: see keyhelper.cachepolicy.fetcher.Outcome)."""
 
     token: Token
     backend: str
@@ -81,19 +82,19 @@ class Run:
             return KeyringStore.open(self.context)
         return self.cache
 
-    def rules(self) -> cachepolicy.Rules:
+    def rules(self) -> policy_fetcher.Rules:
         ttl, _ = self.settings.ttl(self.env)
         extra = audit.entry_extra(self.settings.raw)
-        return cachepolicy.Rules(ttl, float(self.settings.setting("refresh_ahead")),
+        return policy_fetcher.Rules(ttl, float(self.settings.setting("refresh_ahead")),
                                  float(self.settings.setting("stale_grace")),
                                  bool(self.settings.setting("rotation_detection")), extra)
 
-    def fetcher(self, store: Store) -> cachepolicy.CachedFetcher:
+    def fetcher(self, store: Store) -> policy_fetcher.CachedFetcher:
         assert self.cache is not None
         cache = self.cache
         caller = caller_id(self.env) if self.settings.setting("rotation_detection") else None
 
-        return cachepolicy.CachedFetcher(
+        return policy_fetcher.CachedFetcher(
             store, cache.directory, self.key, self.rules(), self.env, now=self.now,
             lock=lambda: cache.lock(self.key, self.deadline), caller=caller,
             report=lambda level, message: log.log(_LEVELS[level], message))
@@ -102,10 +103,10 @@ class Run:
     def env_names(links: Sequence[Link]) -> list[str]:
         return sorted({n for link in links if link.backend for n in link.backend.watched_env()})
 
-    def fetch(self, links: Sequence[Link]) -> cachepolicy.Fetched:
+    def fetch(self, links: Sequence[Link]) -> policy_fetcher.Fetched:
         token, link, attempts = self.chain.run(links)
         cacheable = bool(link.backend and link.backend.cacheable)
-        return cachepolicy.Fetched(token.value, token.expires_at, link.spec.name, cacheable,
+        return policy_fetcher.Fetched(token.value, token.expires_at, link.spec.name, cacheable,
                                    attempts)
 
     # --- a key ----------------------------------------------------------------------------
@@ -184,7 +185,7 @@ def route_step(link: Link) -> tuple[str, str] | None:
     return (kind, backend.config[option])  # a path is expanded by the hit path, as by fetch
 
 
-def _result(outcome: cachepolicy.Outcome) -> Result:
+def _result(outcome: policy_fetcher.Outcome) -> Result:
     return Result(Token(outcome.value, outcome.expires_at), outcome.backend, outcome.source,
                   outcome.attempts, outcome.entry, outcome.where)
 

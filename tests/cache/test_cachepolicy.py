@@ -13,7 +13,7 @@ import pytest
 
 from keyhelper import cachepolicy
 from keyhelper.base.records import Entry, env_digest, read_marker
-from keyhelper.cachepolicy import CachedFetcher, Fetched, Rules
+from keyhelper.cachepolicy.fetcher import CachedFetcher, Fetched, Rules
 from keyhelper.errors import Attempt, BackedOff, NoKeyError
 
 ENV = {"VAULT_ADDR": "https://vault:8200"}
