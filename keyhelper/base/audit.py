@@ -28,7 +28,7 @@ from keyhelper.base.records import fingerprint
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from typing import Any
 
     from keyhelper.base.records import Entry
@@ -171,15 +171,7 @@ def open_dir(path: str) -> tuple[int | None, str]:
     if not _AT:
         return None, path
     fd = os.open(directory or os.sep, _DIR_FLAGS)
-    try:
-        problem = _dir_problem(os.fstat(fd))
-    except BaseException:
-        os.close(fd)
-        raise
-    if problem is not None:
-        os.close(fd)
-        raise Unsafe(f"{directory} {problem}")
-    return fd, name
+    return _checked(fd, _dir_problem, directory), name
 
 
 def _lstat(name: str, dir_fd: int | None) -> "os.stat_result | None":
@@ -221,8 +213,13 @@ def open_checked(name: str, flags: int, dir_fd: int | None, shown: str,
         if st is not None and (st.st_mode & 0o170000) not in (0o100000, 0o040000, 0o120000):
             raise Unsafe(f"{shown} is not a regular file") from None
         raise
+    return _checked(fd, _file_problem, shown)
+
+
+def _checked(fd: int, problem_of: "Callable[[os.stat_result], str | None]", shown: str) -> int:
+    """``fd`` if what it opened passes ``problem_of``; else closed, and Unsafe says why."""
     try:
-        problem = _file_problem(os.fstat(fd))
+        problem = problem_of(os.fstat(fd))
     except BaseException:
         os.close(fd)
         raise

@@ -27,6 +27,7 @@ import helpers
 import pytest
 from countingcmd import counting_command
 from helpers import keyhelper
+from plugin_dists import make_distribution
 
 from keyhelper import policy
 from keyhelper.base import files as kpaths
@@ -409,11 +410,7 @@ def plugin_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three distributions, laid out as pip does (dist-info and module) for PYTHONPATH."""
     root = tmp_path_factory.mktemp("site")
     for dist, backend in (("goodplug", "good"), ("boomplug", "boom"), ("evilplug", "evil")):
-        info = root / f"{dist}-1.0.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
-        (info / "entry_points.txt").write_text(f"[keyhelper.backends]\n{backend} = {dist}:Plugin\n")
-        (root / f"{dist}.py").write_text(PLUGIN)
+        make_distribution(root, dist, "1.0", {backend: f"{dist}:Plugin"}, PLUGIN)
     return root
 
 

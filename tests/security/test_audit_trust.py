@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from countingcmd import CountingCommand, counting_command
 from helpers import keyhelper
-from other_user import give, other_user
+from xuser import give, other_user
 
 from keyhelper.base import audit
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers import SCRIPT, Run, keyhelper
-from other_user import give, other_user
+from xuser import give, other_user
 
 DEADLINE = 10  # seconds: a run that takes longer is taken as hung
 

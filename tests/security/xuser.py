@@ -221,3 +221,19 @@ def private_file(path: Path) -> bool:
     st = path.lstat()
     return (stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and st.st_nlink == 1
             and stat.S_IMODE(st.st_mode) == 0o600)
+
+
+def other_user() -> pwd.struct_passwd:
+    """The other local user, for tests that hand it files with chown (it acts through setpriv
+    elsewhere); skips with the reason only where no user can be created."""
+    import pytest
+
+    found = ensure_user()
+    if isinstance(found, str):
+        pytest.skip(f"no second local user: {found}")
+    return found
+
+
+def give(path: os.PathLike[str] | str, user: pwd.struct_passwd) -> None:
+    """Make ``path`` (not following a symlink) belong to ``user``."""
+    os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
