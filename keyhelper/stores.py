@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _LOCK_SUFFIX = ".lock"
 # Files kept beside an entry: the shared failure record, the stale-serve counter, one
 # marker per Claude Code process served, and the hit path's route to env and file keys
@@ -129,16 +127,8 @@ class FileCache:
     def lock(self, key: str, deadline: float) -> Iterator[None]:
         """Single flight: one process per entry fetches; the others wait here, then re-read."""
         path = os.path.join(self.directory, key + _LOCK_SUFFIX)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _NONBLOCK, 0o600)
-        except OSError as exc:  # a symlink or a directory in its place: fetch unlocked
-            log.warning("cache lock %s not usable (%s); going on without it", path,
-                        exc.strerror or type(exc).__name__)
-            yield
-            return
-        problem = locking.regular_and_ours(fd)
-        if problem:  # another user's lock could be held forever
-            os.close(fd)
+        fd, problem = locking.open_lock(path)
+        if fd is None:  # fetch unlocked rather than not at all
             log.warning("cache lock %s not usable (%s); going on without it", path, problem)
             yield
             return

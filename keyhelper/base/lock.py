@@ -58,12 +58,26 @@ def unlock(fd: int) -> None:
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined,unused-ignore]
 
 
-def regular_and_ours(fd: int) -> str:
-    """Why a lock file may not be used ("" when it may): another user's lock could be held
-    forever, and a FIFO or device is not a lock."""
-    st = os.fstat(fd)
+def open_lock(path: str) -> tuple[int | None, str]:
+    """(descriptor, "") on the lock file ``path``, created 0600 if missing; (None, why not)
+    when it is unusable: a symlink or directory in its place, a FIFO or device (opened
+    without blocking), or another user's file (they could hold it forever)."""
+    flags = (os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+             | getattr(os, "O_NONBLOCK", 0))
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        return None, exc.strerror or type(exc).__name__
+    try:
+        st = os.fstat(fd)
+    except OSError as exc:
+        os.close(fd)
+        return None, exc.strerror or type(exc).__name__
     if (st.st_mode & 0o170000) != 0o100000:
-        return "not a regular file"
-    if os.name == "posix" and st.st_uid != os.getuid():
-        return "owned by another user"
-    return ""
+        why = "not a regular file"
+    elif os.name == "posix" and st.st_uid != os.getuid():
+        why = "owned by another user"
+    else:
+        return fd, ""
+    os.close(fd)
+    return None, why

@@ -18,7 +18,7 @@ there is no background refresh: the entry ends and the next call fetches in the 
 import os
 import sys
 
-from keyhelper.base.lock import regular_and_ours, try_lock
+from keyhelper.base.lock import open_lock, try_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -51,16 +51,11 @@ def spawn_refresh(directory: str, key: str, stored: float, argv: "Sequence[str]"
     """Start a background refresh unless one is under way. Never raises; True if started."""
     if not hasattr(os, "posix_spawn"):
         return False
-    try:
-        fd = os.open(os.path.join(directory, key + ".lock"),
-                     os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-                     | getattr(os, "O_NONBLOCK", 0), 0o600)
-    except OSError:
+    fd, _ = open_lock(os.path.join(directory, key + ".lock"))
+    if fd is None:  # another user's lock (or a FIFO) would hold refreshes back
         return False
     try:
-        # Another user's lock (or a FIFO) would hold refreshes back; a held one means
-        # another process is fetching already.
-        if regular_and_ours(fd) or not try_lock(fd):
+        if not try_lock(fd):  # another process is fetching already
             return False
         devnull = os.devnull
         actions = [
