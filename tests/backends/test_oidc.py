@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +15,17 @@ from pathlib import Path
 
 import jwt
 import pytest
-from fixtures_oidc import CLIENT_ID, RESOURCE, Provider, sign_in, start_provider, wait_for_url
-from helpers import SCRIPT, keyhelper
+from fixtures_oidc import (
+    CLIENT_ID,
+    RESOURCE,
+    Login,
+    Provider,
+    login_code,
+    sign_in,
+    start_provider,
+    wait_for_url,
+)
+from helpers import keyhelper
 
 SIGNED_OUT = "signed out of {issuer}: run keyhelper login --profile work"
 
@@ -38,37 +45,6 @@ scopes = "openid offline_access api"
 token_store = "file"
 {extra}
 """
-
-
-class Login:
-    """`keyhelper login` running in the background; its stderr read as it grows."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None):
-        self.proc = subprocess.Popen([SCRIPT, "login", "--profile", "work", *args],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, **(env or {})})
-        self.err = ""
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.err += line
-
-    def finish(self, timeout: float = 30) -> tuple[int, str, str]:
-        out, _ = self.proc.communicate(timeout=timeout)
-        self._thread.join(5)
-        return self.proc.returncode, out, self.err
-
-
-def login_code(user: str = "alice") -> tuple[int, str, str]:
-    login = Login("--no-browser")
-    url = wait_for_url(lambda: login.err, re.compile(r"(http://127\.0\.0\.1:\d+/auth\?\S+)"))
-    final = sign_in(url, user)
-    assert re.match(r"http://127\.0\.0\.1:\d+/callback\?", final), final
-    return login.finish()
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -26,10 +27,11 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import pytest
+from helpers import SCRIPT
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVIDER_DIR = ROOT / ".deps" / "oidc-provider"
-SCRIPT = Path(__file__).resolve().parent / "oidc_provider.mjs"
+PROVIDER_JS = Path(__file__).resolve().parent / "oidc_provider.mjs"
 CLIENT_ID = "keyhelper"
 RESOURCE = "urn:keyhelper:gateway"
 READY_WITHIN = 20.0
@@ -103,7 +105,7 @@ def start_provider(*, access_ttl: int = 3600, refresh_ttl: int = 86400,
         env["VAULT_REDIRECTS"] = vault_redirects
     log = work / "provider.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([node(), str(SCRIPT)], stdout=out, stderr=subprocess.STDOUT,
+        process = subprocess.Popen([node(), str(PROVIDER_JS)], stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env=env, cwd=work)
     provider = Provider(f"http://127.0.0.1:{port}", work / "events.jsonl", log, process)
     try:
@@ -194,3 +196,36 @@ def wait_for_url(read: Any, pattern: re.Pattern[str] = URL_LINE, within: float =
 
 def host_of(url: str) -> str:
     return urlsplit(url).netloc
+
+
+# --- `keyhelper login` in the background --------------------------------------------------
+
+class Login:
+    """`keyhelper login` running in the background; its stderr read as it grows."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None):
+        self.proc = subprocess.Popen([SCRIPT, "login", "--profile", "work", *args],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})})
+        self.err = ""
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.err += line
+
+    def finish(self, timeout: float = 30) -> tuple[int, str, str]:
+        out, _ = self.proc.communicate(timeout=timeout)
+        self._thread.join(5)
+        return self.proc.returncode, out, self.err
+
+
+def login_code(user: str = "alice") -> tuple[int, str, str]:
+    login = Login("--no-browser")
+    url = wait_for_url(lambda: login.err, re.compile(r"(http://127\.0\.0\.1:\d+/auth\?\S+)"))
+    final = sign_in(url, user)
+    assert re.match(r"http://127\.0\.0\.1:\d+/callback\?", final), final
+    return login.finish()
