@@ -15,7 +15,7 @@ from keyhelper.backend import Backend, Login
 from keyhelper.base.failures import FailureLog
 from keyhelper.base.files import Selection
 from keyhelper.base.records import entry_key
-from keyhelper.errors import EXIT_NO_KEY, EXIT_OK, UsageError
+from keyhelper.errors import EXIT_NO_KEY, EXIT_OK, BackendError, Skip, UsageError
 from keyhelper.resolver import Run
 
 Echo = Callable[[str], None]
@@ -62,7 +62,12 @@ def login(selection: Selection, env: Mapping[str, str], echo: Echo, warn: Echo, 
     for backend in signers:
         # A person is involved: the wait is the login's, not the get path's deadline.
         run.context.deadline = time.monotonic() + seconds + 30
-        echo(f"keyhelper: {backend.name}: {backend.login(Login(warn, browser, device, seconds))}")
+        try:
+            said = backend.login(Login(warn, browser, device, seconds))
+        except (BackendError, Skip) as exc:
+            exc.backend = exc.backend or backend.name  # the line names the backend
+            raise
+        echo(f"keyhelper: {backend.name}: {said}")
     _forget_cached(run, selection, env)
     return EXIT_OK
 

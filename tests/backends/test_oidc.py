@@ -5,7 +5,6 @@ a provider that is down; and 30 processes at once spending one refresh token."""
 
 from __future__ import annotations
 
-import os
 import re
 import stat
 import time
@@ -217,30 +216,31 @@ def test_provider_down_serves_the_still_valid_cached_token(signed_in: Provider) 
                      uncached.stderr), uncached.stderr
 
 
+def expire_cache_entry(cache: Path) -> None:
+    """Make the one cache entry's access token past its cache life, as an hour later."""
+    from keyhelper.base.files import write_private
+    from keyhelper.base.records import parse_entry
+
+    [path] = [p for p in cache.iterdir() if p.suffix == ".entry"]
+    entry = parse_entry(path.read_bytes())
+    assert entry is not None
+    entry.expires = entry.refresh = time.time() - 1
+    write_private(str(path), entry.serialize())
+
+
 def test_thirty_processes_with_an_expired_token_make_one_refresh_grant(
-        write_config: object, isolated_env: Path) -> None:
-    # Access tokens live 62 s: the cache keeps one for 2 s (its expiry minus 60 s).
-    with start_provider(access_ttl=62) as provider:
-        # A generous deadline: 30 interpreters start at once on a small CI machine.
-        write_config(config(provider, settings="deadline = 60"))  # type: ignore[operator]
-        assert login_code()[0] == 0
-        first = keyhelper("--profile", "work")
-        assert first.returncode == 0, first.stderr
-        assert provider.grants("refresh_token") == 1
-        deadline = time.monotonic() + 10
-        cache = isolated_env.parent / "cache"
-        while time.monotonic() < deadline:  # until the cache entry has expired
-            run = keyhelper("cache", "status")
-            if "expired" in run.stdout:
-                break
-            time.sleep(0.1)
-        assert "expired" in run.stdout, run.stdout
-        with ThreadPoolExecutor(30) as pool:
-            runs = list(pool.map(lambda _: keyhelper("--profile", "work", timeout=90),
-                                 range(30)))
-        assert [r.returncode for r in runs] == [0] * 30, [r.stderr[:3000] for r in runs][:1]
-        assert len({r.stdout for r in runs}) == 1
-        assert runs[0].stdout != first.stdout
-        assert provider.grants("refresh_token") == 2  # exactly one for the thirty
-        assert provider.errors() == []  # no refresh token was ever spent twice
-        assert cache.is_dir()
+        signed_in: Provider, write_config: object, isolated_env: Path) -> None:
+    # A generous deadline: 30 interpreters start at once on a small CI machine.
+    write_config(config(signed_in, settings="deadline = 60"))  # type: ignore[operator]
+    first = keyhelper("--profile", "work")
+    assert first.returncode == 0, first.stderr
+    assert signed_in.grants("refresh_token") == 1
+    expire_cache_entry(isolated_env.parent / "cache")
+    assert "expired" in keyhelper("cache", "status").stdout
+    with ThreadPoolExecutor(30) as pool:
+        runs = list(pool.map(lambda _: keyhelper("--profile", "work", timeout=90), range(30)))
+    assert [r.returncode for r in runs] == [0] * 30, [r.stderr[:3000] for r in runs][:1]
+    assert len({r.stdout for r in runs}) == 1
+    assert runs[0].stdout != first.stdout
+    assert signed_in.grants("refresh_token") == 2  # exactly one for the thirty
+    assert signed_in.errors() == []  # no refresh token was ever spent twice

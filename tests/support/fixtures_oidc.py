@@ -218,9 +218,15 @@ class Login:
             self.err += line
 
     def finish(self, timeout: float = 30) -> tuple[int, str, str]:
-        out, _ = self.proc.communicate(timeout=timeout)
+        # stderr belongs to the reader thread; stdout is a line or two, read at the end.
+        try:
+            self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
         self._thread.join(5)
-        return self.proc.returncode, out, self.err
+        assert self.proc.stdout is not None
+        return self.proc.returncode, self.proc.stdout.read(), self.err
 
 
 def login_code(user: str = "alice") -> tuple[int, str, str]:
