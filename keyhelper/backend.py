@@ -253,12 +253,13 @@ class Backend(abc.ABC):
             cls.watched_env = lambda self: frozen  # type: ignore[method-assign]
 
     # --- optional sign-in hooks (``keyhelper login``/``logout``/``status``) -----------------
-    #: True when the backend implements :meth:`login`.
-    supports_login: ClassVar[bool] = False
+
+    def signs_in(self) -> bool:
+        """True when this backend, as configured, has a person sign in (:meth:`login`)."""
+        return False
 
     def login(self, request: Login) -> str:
-        """Sign a person in; returns a line saying who. Only backends with
-        ``supports_login`` are asked."""
+        """Sign a person in; returns a line saying who. Asked only when :meth:`signs_in`."""
         raise ConfigError(f"backend {self.name!r} has no sign-in")
 
     def logout(self) -> str | None:

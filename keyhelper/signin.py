@@ -55,7 +55,7 @@ def _forget_cached(run: Run, selection: Selection, env: Mapping[str, str]) -> No
 def login(selection: Selection, env: Mapping[str, str], echo: Echo, warn: Echo, *,
           browser: bool, device: bool, seconds: float) -> int:
     run = Run(selection, env)
-    signers = [b for b in backends(run) if b.supports_login]
+    signers = [b for b in backends(run) if b.signs_in()]
     if not signers:
         raise UsageError("no backend of this selection signs in (oidc, or vault with "
                          "auth = \"oidc\")")

@@ -35,7 +35,6 @@ EXCHANGE_SECONDS = 3.0
 
 class OidcBackend(Backend):
     summary = "the person's own token from an OpenID provider (keyhelper login)"
-    supports_login = True
     options: ClassVar = {
         "issuer": Option(str, required=True, help="the provider's issuer URL (discovery at "
                                                   "/.well-known/openid-configuration)"),
@@ -189,6 +188,9 @@ class OidcBackend(Backend):
                            old.store if old is not None else None)
 
     # --- sign-in hooks ----------------------------------------------------------------------
+
+    def signs_in(self) -> bool:
+        return True
 
     def login(self, request: Login) -> str:
         provider = self.provider()

@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from keyhelper.backend import MISSING, Backend, Option, Privacy, Token, read_user_file
+from keyhelper.backend import MISSING, Backend, Login, Option, Privacy, Token, read_user_file
 from keyhelper.errors import BackendError, ConfigError, Skip, Unavailable
 
 from .vault_auth import METHODS, Authenticator, Credential, check_options
@@ -65,6 +65,9 @@ class VaultBackend(Backend):
         "role": Option(str, help="jwt, oidc, kubernetes: the role; cert: the cert role name"),
         "jwt_file": Option(str, help="jwt, oidc: file holding the JWT"),
         "jwt_backend": Option(str, help="jwt, oidc: configured backend whose value is the JWT"),
+        "oidc_callback": Option(str, "http://localhost:8250/oidc/callback",
+                                help="oidc without a JWT (browser login by keyhelper login): "
+                                     "the redirect URI allowed by the Vault role"),
     }
     _kv_found: tuple[str, int, str] | None = None  # (mount, KV version, "config"|"vault")
 
@@ -109,6 +112,56 @@ class VaultBackend(Backend):
             raise self._status_error(exc, credential, http) from None
         finally:
             http.close()
+
+    # --- keyhelper login / logout / status (auth = "oidc" without a JWT) -------------------
+
+    def signs_in(self) -> bool:
+        return self.config["auth"] == "oidc" and not (self.config.get("jwt_file")
+                                                      or self.config.get("jwt_backend"))
+
+    def login(self, request: Login) -> str:
+        from .vault_oidc import browser_login
+
+        http = VaultHttp(self._connection(), self.context)
+        try:
+            token = browser_login(Authenticator(self.config, self.context, http), request,
+                                  self.config["oidc_callback"])
+        finally:
+            http.close()
+        return f"signed in to Vault at {http.connection.addr}{_until(token.expires)}"
+
+    def logout(self) -> str | None:
+        if not self.signs_in():
+            return None
+        http = VaultHttp(self._connection(), self.context)
+        auth = Authenticator(self.config, self.context, http)
+        try:
+            kept = auth.cached()
+            if kept is None:
+                return f"not signed in to Vault at {http.connection.addr}"
+            revoked = ", token revoked"
+            try:
+                http.call("POST", "auth/token/revoke-self", token=kept.token, json={})
+            except (VaultStatus, BackendError):
+                revoked = ", token not revoked (Vault refused or did not answer)"
+            auth.forget()
+        finally:
+            http.close()
+        return f"signed out of Vault at {http.connection.addr}{revoked}"
+
+    def session_status(self) -> str | None:
+        if not self.signs_in():
+            return None
+        http = VaultHttp(self._connection(), self.context)
+        try:
+            kept = Authenticator(self.config, self.context, http).cached()
+        finally:
+            http.close()
+        addr = http.connection.addr
+        if kept is None or (kept.expires is not None and kept.expires <= self.context.now()):
+            return f"signed out of Vault at {addr}"
+        renew = ", renewable" if kept.renewable else ""
+        return f"signed in to Vault at {addr}{_until(kept.expires)}{renew}"
 
     def _connection(self) -> Connection:
         env = self.context.env
@@ -268,6 +321,14 @@ class VaultBackend(Backend):
             except (VaultStatus, BackendError):
                 return f" (and no KV mount {mount}/ was found)"
         return f" (the mount {mount}/ exists, KV v{version})"
+
+
+def _until(expires: float | None) -> str:
+    if expires is None:
+        return ", no expiry"
+    import time
+
+    return ", token until " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires))
 
 
 def _existing(path: str, option: str, private: Privacy = "never") -> str:

@@ -1,0 +1,100 @@
+"""Vault's OIDC auth method (``auth = "oidc"`` with a role and no JWT), as `vault login
+-method=oidc` does it, against a real OpenBao whose identity provider is a real OpenID
+provider (panva's oidc-provider): `keyhelper login` runs the browser flow through Vault (the
+form driven over HTTP), the get path uses the Vault token it kept, and says to run
+keyhelper login when there is none."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fixtures_oidc import Login, Provider, free_port, sign_in, start_provider, wait_for_url
+from fixtures_openbao import OpenBao
+from helpers import keyhelper
+
+from keyhelper.testing.fixtures import WriteConfig
+
+pytestmark = pytest.mark.vault
+
+API_KEY = "sk-ant-api03-FromVaultViaOidcLogin_0123456789"
+
+
+@pytest.fixture
+def callback() -> str:
+    return f"http://localhost:{free_port()}/oidc/callback"
+
+
+@pytest.fixture
+def idp(callback: str) -> Iterator[Provider]:
+    with start_provider(vault_redirects=callback) as provider:
+        yield provider
+
+
+def setup_vault(bao: OpenBao, provider: Provider, callback: str) -> tuple[str, str]:
+    name = bao.unique("oidc-login")
+    bao.kv_put(name, {"api_key": API_KEY})
+    bao.policy(name, f'path "secret/data/{name}" {{ capabilities = ["read"] }}\n'
+                     'path "sys/internal/ui/mounts/*" { capabilities = ["read"] }\n')
+    mount = bao.enable_auth("oidc", bao.unique("oidc"))
+    bao.api("POST", f"auth/{mount}/config", {
+        "oidc_discovery_url": provider.issuer, "oidc_client_id": "vault",
+        "oidc_client_secret": "vault-client-secret", "default_role": "dev"})
+    bao.api("POST", f"auth/{mount}/role/dev", {
+        "role_type": "oidc", "allowed_redirect_uris": [callback], "user_claim": "sub",
+        "token_policies": [name], "token_ttl": "10m"})
+    return f"secret/{name}", mount
+
+
+def test_vault_oidc_login_then_kv_reads_then_logout(
+        idp: Provider, openbao: OpenBao, callback: str, write_config: WriteConfig,
+        isolated_env: Path) -> None:
+    path, mount = setup_vault(openbao, idp, callback)
+    write_config(f"""
+[profiles.work]
+chain = ["llm"]
+
+[backends.llm]
+type = "vault"
+addr = "{openbao.addr}"
+path = "{path}"
+auth = "oidc"
+auth_mount = "{mount}"
+role = "dev"
+oidc_callback = "{callback}"
+""")
+    signed_out = keyhelper("--profile", "work")
+    assert signed_out.returncode == 1
+    assert signed_out.stderr.endswith(
+        f"llm failed: signed out of Vault at {openbao.addr} (oidc at auth/{mount}): run "
+        "keyhelper login --profile work\n"), signed_out.stderr
+
+    login = Login("--no-browser")
+    url = wait_for_url(lambda: login.err, re.compile(r"(http://127\.0\.0\.1:\d+/auth\?\S+)"))
+    final = sign_in(url, "alice")
+    assert final.startswith(callback + "?"), final
+    code, out, err = login.finish()
+    assert code == 0, err
+    assert re.fullmatch(rf"keyhelper: llm: signed in to Vault at {re.escape(openbao.addr)}, "
+                        r"token until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\n", out), out
+
+    logins = openbao.token_count()
+    run = keyhelper("--profile", "work")
+    assert (run.returncode, run.stdout, run.stderr) == (0, API_KEY + "\n", "")
+    again = keyhelper("--profile", "work", "--no-cache")  # the kept Vault token, no login
+    assert (again.returncode, again.stdout) == (0, API_KEY + "\n")
+    assert openbao.token_count() == logins
+
+    status = keyhelper("status", "--profile", "work")
+    assert status.returncode == 0
+    assert re.fullmatch(rf"llm: signed in to Vault at {re.escape(openbao.addr)}, token until "
+                        r"\S+ \S+ UTC, renewable\n", status.stdout), status.stdout
+
+    out_run = keyhelper("logout", "--profile", "work")
+    assert (out_run.returncode, out_run.stdout) == (
+        0, f"keyhelper: llm: signed out of Vault at {openbao.addr}, token revoked\n")
+    after = keyhelper("--profile", "work")
+    assert after.returncode == 1
+    assert "run keyhelper login --profile work" in after.stderr
