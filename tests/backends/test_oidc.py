@@ -244,3 +244,26 @@ def test_thirty_processes_with_an_expired_token_make_one_refresh_grant(
     assert runs[0].stdout != first.stdout
     assert signed_in.grants("refresh_token") == 2  # exactly one for the thirty
     assert signed_in.errors() == []  # no refresh token was ever spent twice
+
+
+def test_login_in_a_real_headless_browser_through_BROWSER(oidc: Provider,
+                                                         write_config: object,
+                                                         tmp_path: Path) -> None:
+    """`keyhelper login` opens the URL with $BROWSER: Debian's chromium, headless, driven by
+    playwright, signs in at the provider's form and lands on keyhelper's loopback page."""
+    import sys
+
+    write_config(config(oidc))  # type: ignore[operator]
+    trace = tmp_path / "pages.txt"
+    script = Path(__file__).resolve().parents[1] / "support" / "headless_browser.py"
+    login = Login(env={"BROWSER": f"{sys.executable} {script} %s",
+                       "BROWSER_TRACE": str(trace), "SIGN_IN_USER": "carol"})
+    code, out, err = login.finish(120)
+    assert (code, out) == (0, f"keyhelper: sso: signed in to {oidc.issuer} as carol\n"), err
+    assert err.startswith("A browser window opened to sign in. If none did, open this URL:\n")
+    pages = trace.read_text().splitlines()
+    assert pages[0].startswith(f"{oidc.issuer}/interaction/")  # the provider's login form
+    assert pages[-1] == "callback: Signed in to keyhelper. You can close this window."
+    run = keyhelper("--profile", "work")
+    assert run.returncode == 0, run.stderr
+    assert jwt.decode(run.stdout.strip(), options={"verify_signature": False})["sub"] == "carol"
