@@ -203,8 +203,9 @@ def host_of(url: str) -> str:
 class Login:
     """`keyhelper login` running in the background; its stderr read as it grows."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None):
-        self.proc = subprocess.Popen([SCRIPT, "login", "--profile", "work", *args],
+    def __init__(self, *args: str, env: dict[str, str] | None = None,
+                 selection: tuple[str, ...] = ("--profile", "work")):
+        self.proc = subprocess.Popen([SCRIPT, "login", *selection, *args],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True,
                                      env={**os.environ, **(env or {})})
@@ -229,8 +230,9 @@ class Login:
         return self.proc.returncode, self.proc.stdout.read(), self.err
 
 
-def login_code(user: str = "alice") -> tuple[int, str, str]:
-    login = Login("--no-browser")
+def login_code(user: str = "alice", selection: tuple[str, ...] = ("--profile", "work"),
+               ) -> tuple[int, str, str]:
+    login = Login("--no-browser", selection=selection)
     url = wait_for_url(lambda: login.err, re.compile(r"(http://127\.0\.0\.1:\d+/auth\?\S+)"))
     final = sign_in(url, user)
     assert re.match(r"http://127\.0\.0\.1:\d+/callback\?", final), final
