@@ -61,6 +61,10 @@ class OidcBackend(Backend):
                           min_exclusive=True),
         "clock_skew": Option(float, 120.0, help="seconds of clock difference tolerated "
                                                 "with the provider", min=0),
+        "open_browser": Option(bool, False, help="signed out on the get path: start the "
+                                                 "browser sign-in in a detached process, and "
+                                                 "fail at once (a retry succeeds once signed "
+                                                 "in)"),
         "login_timeout": Option(float, 300.0, help="seconds keyhelper login waits for the "
                                                    "person", min=1),
     }
@@ -124,9 +128,18 @@ class OidcBackend(Backend):
         redact.remember(secret)
         return secret
 
-    def signed_out(self) -> BackendError:
+    def signed_out(self, store: SessionStore | None = None) -> Skip:
+        """Not signed in here: a skip, as a missing ``vault login`` token is (the next
+        backend may have a key; no failure is remembered, so a retry right after
+        ``keyhelper login`` succeeds)."""
+        if store is not None and self.config["open_browser"]:
+            from .oidc_login import start_detached
+
+            if start_detached(self, store):
+                return Skip(f"signed out of {self.issuer}: a browser window opened to sign "
+                            "in; retry")
         where = f" --profile {self.context.profile}" if self.context.profile else ""
-        return BackendError(f"signed out of {self.issuer}: run keyhelper login{where}")
+        return Skip(f"signed out of {self.issuer}: run keyhelper login{where}")
 
     # --- the key --------------------------------------------------------------------------
 
@@ -138,13 +151,13 @@ class OidcBackend(Backend):
             if session is None:
                 if self.context.env.get("CLAUDE_HELPER_CONTEXT") == "interactive":
                     return self._sign_in_now(store, provider)
-                raise self.signed_out()
+                raise self.signed_out(store)
             try:
                 tokens = provider.refresh(session.refresh_token)
             except ProviderError as exc:
                 if exc.code == "invalid_grant":  # revoked or expired: it will never work
                     store.delete()
-                    raise self.signed_out() from None
+                    raise self.signed_out(store) from None
                 raise
             # Keep the rotated refresh token before anything is printed: the old one is
             # spent, and the provider revokes the family if it is ever spent again.

@@ -154,7 +154,7 @@ class Authenticator:
             return _remembered(Credential(cached.token, f"{label} (cached)", cached_login=True))
         if self.browser:
             profile = self.context.profile
-            raise BackendError(f"signed out of Vault at {self.http.connection.addr} (oidc at "
+            raise Skip(f"signed out of Vault at {self.http.connection.addr} (oidc at "
                                f"auth/{self.mount}): run keyhelper login"
                                + (f" --profile {profile}" if profile else ""))
         return _remembered(Credential(self.login().token, label))

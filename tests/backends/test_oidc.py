@@ -106,7 +106,7 @@ def test_signed_out_fails_at_once_with_the_line_to_run(oidc: Provider,
     assert time.monotonic() - started < 5
     assert run.returncode == 1
     assert run.stdout == ""
-    assert run.stderr == ("keyhelper: no key from sso\n  sso failed: "
+    assert run.stderr == ("keyhelper: no key from sso\n  sso skipped: "
                           + SIGNED_OUT.format(issuer=oidc.issuer) + "\n")
     assert oidc.grants() == 0
 
@@ -155,7 +155,7 @@ def test_a_refresh_token_revoked_elsewhere_is_signed_out_and_deleted(
     assert answer.status_code == 200
     run = keyhelper("--profile", "work")
     assert run.returncode == 1
-    assert run.stderr.endswith("sso failed: " + SIGNED_OUT.format(issuer=signed_in.issuer)
+    assert run.stderr.endswith("sso skipped: " + SIGNED_OUT.format(issuer=signed_in.issuer)
                                + "\n")
     assert state_files(isolated_env) == []  # the stale refresh token is gone
     assert signed_in.errors() == ["invalid_grant"]
@@ -267,3 +267,43 @@ def test_login_in_a_real_headless_browser_through_BROWSER(oidc: Provider,
     run = keyhelper("--profile", "work")
     assert run.returncode == 0, run.stderr
     assert jwt.decode(run.stdout.strip(), options={"verify_signature": False})["sub"] == "carol"
+
+
+def form_browser() -> str:
+    import sys
+
+    return f"{sys.executable} {Path(__file__).resolve().parents[1] / 'support'}/form_browser.py %s"
+
+
+def test_open_browser_signs_in_detached_and_the_get_still_fails_fast(
+        oidc: Provider, write_config: object) -> None:
+    write_config(config(oidc, extra="open_browser = true"))  # type: ignore[operator]
+    env = {"BROWSER": form_browser(), "SIGN_IN_USER": "erin"}
+    started = time.monotonic()
+    run = keyhelper("--profile", "work", env=env)
+    assert time.monotonic() - started < 5
+    assert (run.returncode, run.stdout) == (1, "")
+    assert run.stderr.endswith(f"sso skipped: signed out of {oidc.issuer}: a browser window "
+                               "opened to sign in; retry\n"), run.stderr
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # Claude Code's next try, once the person signed in
+        run = keyhelper("--profile", "work", env=env)
+        if run.returncode == 0:
+            break
+        time.sleep(0.2)
+    assert run.returncode == 0, run.stderr
+    assert jwt.decode(run.stdout.strip(), options={"verify_signature": False})["sub"] == "erin"
+    assert oidc.grants("authorization_code") == 1  # one browser sign-in for all the tries
+
+
+def test_interactive_context_signs_in_in_the_foreground(oidc: Provider,
+                                                        write_config: object) -> None:
+    """CLAUDE_HELPER_CONTEXT=interactive: a person is there (Claude Desktop): one call signs
+    in and prints the key, within the run's deadline."""
+    write_config(config(oidc, settings="deadline = 30"))  # type: ignore[operator]
+    run = keyhelper("--profile", "work", env={"BROWSER": form_browser(),
+                                              "CLAUDE_HELPER_CONTEXT": "interactive"})
+    assert run.returncode == 0, run.stderr
+    assert jwt.decode(run.stdout.strip(), options={"verify_signature": False})["sub"] == "alice"
+    assert oidc.grants("authorization_code") == 1
+    assert "refresh_token" not in run.stderr

@@ -56,7 +56,7 @@ token_store = "file"
     signed_out = keyhelper("--profile", "work", "--no-cache")
     assert signed_out.returncode == 1
     assert signed_out.stderr.endswith(
-        f"llm failed: jwt_backend 'sso' failed: signed out of {oidc.issuer}: run keyhelper "
+        f"llm skipped: jwt_backend 'sso' gave no JWT: signed out of {oidc.issuer}: run keyhelper "
         "login --profile work\n"), signed_out.stderr
 
     # `keyhelper login --profile work` finds the oidc backend behind jwt_backend.

@@ -68,7 +68,7 @@ oidc_callback = "{callback}"
     signed_out = keyhelper("--profile", "work")
     assert signed_out.returncode == 1
     assert signed_out.stderr.endswith(
-        f"llm failed: signed out of Vault at {openbao.addr} (oidc at auth/{mount}): run "
+        f"llm skipped: signed out of Vault at {openbao.addr} (oidc at auth/{mount}): run "
         "keyhelper login --profile work\n"), signed_out.stderr
 
     login = Login("--no-browser")
