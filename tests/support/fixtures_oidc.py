@@ -231,8 +231,8 @@ class Login:
 
 
 def login_code(user: str = "alice", selection: tuple[str, ...] = ("--profile", "work"),
-               ) -> tuple[int, str, str]:
-    login = Login("--no-browser", selection=selection)
+               env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    login = Login("--no-browser", selection=selection, env=env)
     url = wait_for_url(lambda: login.err, re.compile(r"(http://127\.0\.0\.1:\d+/auth\?\S+)"))
     final = sign_in(url, user)
     assert re.match(r"http://127\.0\.0\.1:\d+/callback\?", final), final
