@@ -113,3 +113,28 @@ def test_claude_after_login_and_across_an_access_token_expiry(tmp_path: Path) ->
         assert subjects == {"dana"}
         print(f"\nFIGURE oidc e2e: {len(gateway.messages())} model requests, "
               f"{provider.grants('refresh_token')} refresh grants")
+
+
+def test_concurrent_sessions_cost_one_refresh_grant(tmp_path: Path) -> None:
+    with start_provider() as provider:
+        config = tmp_path / "keyhelper.toml"
+        config.write_text(f'chain = ["sso"]\n[backends.sso]\ntype = "oidc"\n'
+                          f'issuer = "{provider.issuer}"\nclient_id = "{CLIENT_ID}"\n'
+                          'scopes = "openid offline_access api"\ntoken_store = "file"\n')
+        home = claude_home(tmp_path, SCRIPT, config)
+        assert login_code("erin", selection=("--config", str(config)))[0] == 0
+        sessions = 4
+        with serve_gateway() as gateway:
+            gateway.accept = verifier(provider)
+            env = claude_env(home, gateway.url)
+            procs = [claude_p(env, tmp_path) for _ in range(sessions)]
+            results = [p.communicate(timeout=120) for p in procs]
+        assert [out.strip() for out, _ in results] == ["hi"] * sessions, results[0][1]
+        requests = gateway.messages()
+        assert {r.status for r in requests} == {200}
+        assert len({r.x_api_key for r in requests}) == 1
+        assert provider.grants("refresh_token") == 1
+        print(f"\nFIGURE oidc concurrent sessions: {sessions} claude -p, {len(requests)} model "
+              f"requests, {provider.grants('refresh_token')} refresh grant(s): "
+              f"{provider.grants('refresh_token') / len(requests):.2f} backend calls per "
+              "request")
