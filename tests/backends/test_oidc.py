@@ -19,6 +19,7 @@ from fixtures_oidc import (
     RESOURCE,
     Login,
     Provider,
+    expire_cache_entry,
     login_code,
     sign_in,
     start_provider,
@@ -214,18 +215,6 @@ def test_provider_down_serves_the_still_valid_cached_token(signed_in: Provider) 
     assert re.search(r"sso failed: discovery at http://127\.0\.0\.1:\d+: cannot connect|"
                      r"sso failed: refresh at the token endpoint: cannot connect",
                      uncached.stderr), uncached.stderr
-
-
-def expire_cache_entry(cache: Path) -> None:
-    """Make the one cache entry's access token past its cache life, as an hour later."""
-    from keyhelper.base.files import write_private
-    from keyhelper.base.records import parse_entry
-
-    [path] = [p for p in cache.iterdir() if p.suffix == ".entry"]
-    entry = parse_entry(path.read_bytes())
-    assert entry is not None
-    entry.expires = entry.refresh = time.time() - 1
-    write_private(str(path), entry.serialize())
 
 
 def test_thirty_processes_with_an_expired_token_make_one_refresh_grant(

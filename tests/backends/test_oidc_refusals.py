@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from fixtures_oidc import Login, wait_for_url
+from fixtures_oidc import Login, expire_cache_entry, wait_for_url
+from helpers import keyhelper
 from rogue_oidc import CLIENT_ID, start_rogue
 
 from keyhelper.testing.fixtures import WriteConfig
@@ -76,3 +77,63 @@ token_store = "file"
         code, out, err = login.finish()
         assert (code, out) == (0, f"keyhelper: sso: signed in to {rogue.issuer} as alice\n"), err
         assert len(sign_in_files(isolated_env)) == 1
+
+
+def rogue_config(issuer: str, extra: str = "") -> str:
+    return f"""
+stale_grace = 600
+[profiles.work]
+chain = ["sso"]
+[backends.sso]
+type = "oidc"
+issuer = "{issuer}"
+client_id = "{CLIENT_ID}"
+token_store = "file"
+{extra}
+"""
+
+
+def rogue_login() -> None:
+    login = Login("--no-browser")
+    url = wait_for_url(lambda: login.err, re.compile(r"(http://127\.0\.0\.1:\d+/auth\?\S+)"))
+    requests.get(url, timeout=10)
+    code, _, err = login.finish()
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(("mode", "why"), [
+    ("error500", "refresh at the token endpoint: HTTP 500"),
+    ("slow", "refresh at the token endpoint: no answer within 0.5 s"),
+])
+def test_provider_failing_on_refresh_serves_the_stale_token_and_keeps_the_sign_in(
+        mode: str, why: str, write_config: WriteConfig, isolated_env: Path) -> None:
+    with start_rogue() as rogue:
+        write_config(rogue_config(rogue.issuer, "timeout = 0.5"))
+        rogue_login()
+        first = keyhelper("--profile", "work")
+        assert first.returncode == 0, first.stderr
+        [state] = sign_in_files(isolated_env)
+        kept = state.read_text()
+        rogue.mode = mode
+        expire_cache_entry(isolated_env.parent / "cache")
+        stale = keyhelper("--profile", "work")
+        assert (stale.returncode, stale.stdout) == (0, first.stdout)
+        assert "every backend failed; serving the cached key" in stale.stderr
+        uncached = keyhelper("--profile", "work", "--no-cache")
+        assert (uncached.returncode, uncached.stdout) == (1, "")
+        assert uncached.stderr.endswith(f"sso failed: {why}\n"), uncached.stderr
+        assert state.read_text() == kept  # the sign-in survives a provider fault
+
+
+def test_device_flow_honours_the_interval_and_slow_down(write_config: WriteConfig) -> None:
+    with start_rogue() as rogue:
+        write_config(rogue_config(rogue.issuer))
+        login = Login("--device")
+        code, out, err = login.finish(60)
+        assert (code, out) == (0, f"keyhelper: sso: signed in to {rogue.issuer} as alice\n"), err
+        assert err.startswith(f"To sign in, open {rogue.issuer}/activate and enter the code "
+                              "ABCD-EFGH\n")
+        polls = rogue.device_polls
+        assert len(polls) == 3  # pending, slow_down, then the tokens
+        assert 0.9 <= polls[1] - polls[0] < 5
+        assert polls[2] - polls[1] >= 5.9  # the interval, 5 s longer after slow_down

@@ -237,3 +237,15 @@ def login_code(user: str = "alice", selection: tuple[str, ...] = ("--profile", "
     final = sign_in(url, user)
     assert re.match(r"http://127\.0\.0\.1:\d+/callback\?", final), final
     return login.finish()
+
+
+def expire_cache_entry(cache: Path) -> None:
+    """Make the one cache entry's access token past its cache life, as an hour later."""
+    from keyhelper.base.files import write_private
+    from keyhelper.base.records import parse_entry
+
+    [path] = [p for p in cache.iterdir() if p.suffix == ".entry"]
+    entry = parse_entry(path.read_bytes())
+    assert entry is not None
+    entry.expires = entry.refresh = time.time() - 1
+    write_private(str(path), entry.serialize())

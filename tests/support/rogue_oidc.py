@@ -31,6 +31,9 @@ class Rogue:
     nonce: str = ""
     token_calls: int = 0
     seen: list[str] = field(default_factory=list)
+    device_polls: list[float] = field(default_factory=list)  # when each poll came
+    device_answers: list[str] = field(default_factory=lambda: [
+        "authorization_pending", "slow_down"])  # then tokens
 
     @property
     def issuer(self) -> str:
@@ -85,6 +88,7 @@ def _handler(rogue: Rogue) -> type[BaseHTTPRequestHandler]:
                 issuer = "http://127.0.0.1:1" if rogue.mode == "other_issuer" else rogue.issuer
                 self._json(200, {"issuer": issuer, "token_endpoint": token,
                                  "authorization_endpoint": rogue.issuer + "/auth",
+                                 "device_authorization_endpoint": rogue.issuer + "/device",
                                  "jwks_uri": rogue.issuer + "/jwks"})
             elif parts.path == "/jwks":
                 self._json(200, rogue.jwks())
@@ -100,8 +104,24 @@ def _handler(rogue: Rogue) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {})
 
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length") or 0))
+            form = dict(parse_qsl(self.rfile.read(int(self.headers.get("content-length")
+                                                      or 0)).decode()))
+            if self.path == "/device":
+                self._json(200, {"device_code": "dc-" + "d" * 30, "user_code": "ABCD-EFGH",
+                                 "verification_uri": rogue.issuer + "/activate",
+                                 "interval": 1, "expires_in": 60})
+                return
+            if form.get("grant_type", "").endswith("device_code"):
+                rogue.device_polls.append(time.monotonic())
+                if rogue.device_answers:
+                    self._json(400, {"error": rogue.device_answers.pop(0)})
+                    return
             rogue.token_calls += 1
+            if rogue.mode == "error500":
+                self._json(500, {"error": "server_error"})
+                return
+            if rogue.mode == "slow":
+                time.sleep(3)
             if rogue.mode == "redirect":
                 self.send_response(307)
                 self.send_header("location", "http://127.0.0.2:9/steal")
