@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -22,6 +23,17 @@ import jwt
 from jwt_keys import key_pair
 
 CLIENT_ID = "keyhelper"
+
+
+@cache
+def other_rsa_key() -> str:
+    """An RSA key the provider does not publish."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(65537, 2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()).decode()
 
 
 @dataclass
@@ -51,7 +63,7 @@ class Rogue:
         elif self.mode == "wrong_nonce":
             claims["nonce"] = "not-the-login-nonce"
         elif self.mode == "wrong_key":
-            key = key_pair("rsa1024").private_pem  # same kid, not the published key
+            key = other_rsa_key()  # same kid, not the published key
         elif self.mode == "skewed":  # the provider's clock runs 100 s ahead of ours
             claims.update(iat=now + 100, exp=now + 400)
         return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
