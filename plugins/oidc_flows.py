@@ -303,7 +303,7 @@ class _Callback(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        if query.get("state") == self.server.state or "error" in query:
+        if secrets.compare_digest(query.get("state", ""), self.server.state):
             self.server.result = query
             self.server.done.set()
 

@@ -296,3 +296,41 @@ def test_interactive_context_signs_in_in_the_foreground(oidc: Provider,
     assert jwt.decode(run.stdout.strip(), options={"verify_signature": False})["sub"] == "alice"
     assert oidc.grants("authorization_code") == 1
     assert "refresh_token" not in run.stderr
+
+
+def test_the_id_token_as_the_key(oidc: Provider, write_config: object) -> None:
+    write_config(config(oidc, extra='token = "id_token"'))  # type: ignore[operator]
+    assert login_code("frank")[0] == 0
+    run = keyhelper("--profile", "work")
+    assert run.returncode == 0, run.stderr
+    keys = {k["kid"]: jwt.PyJWK.from_dict(k) for k in oidc.jwks()["keys"]}
+    token = run.stdout.strip()
+    claims = jwt.decode(token, keys[jwt.get_unverified_header(token)["kid"]],
+                        algorithms=["RS256"], audience=CLIENT_ID, issuer=oidc.issuer)
+    assert claims["sub"] == "frank"
+
+
+def test_refresh_ahead_in_the_background_spends_the_refresh_token_once(
+        write_config: object, isolated_env: Path) -> None:
+    # Access tokens live 80 s: cached 20 s, refreshed in the background after 2 s.
+    with start_provider(access_ttl=80) as provider:
+        write_config(config(provider).replace(  # type: ignore[operator]
+            "refresh_ahead = 0", "refresh_ahead = 0.9"))
+        assert login_code()[0] == 0
+        first = keyhelper("--profile", "work")
+        assert first.returncode == 0, first.stderr
+        deadline = time.monotonic() + 30
+        while provider.grants("refresh_token") < 2:  # a hit past the refresh point
+            assert time.monotonic() < deadline, "no background refresh"
+            hit = keyhelper("--profile", "work")
+            assert (hit.returncode, hit.stdout) == (0, first.stdout)  # served at once
+            time.sleep(0.2)
+        while True:  # the background refresh stores its token
+            later = keyhelper("--profile", "work")
+            if later.stdout != first.stdout:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert later.returncode == 0
+        assert provider.grants("refresh_token") == 2
+        assert provider.errors() == []
