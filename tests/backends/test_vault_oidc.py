@@ -7,6 +7,7 @@ keyhelper login when there is none."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,10 +88,36 @@ oidc_callback = "{callback}"
     assert (again.returncode, again.stdout) == (0, API_KEY + "\n")
     assert openbao.token_count() == logins
 
+    # Half spent: renewed in place (same token, new expiry), no new sign-in.
+    [kept] = (isolated_env.parent / "cache").rglob("vault-login-*")
+    token = re.search(r"^token (\S+)$", kept.read_text(), re.M)
+    assert token is not None
+    expires = re.search(r"^expires (\S+)$", kept.read_text(), re.M)
+    assert expires is not None
+    kept.write_text(kept.read_text().replace(f"expires {expires.group(1)}",
+                                             f"expires {time.time() + 40!r}"))
+    renewed = keyhelper("--profile", "work", "--no-cache")
+    assert (renewed.returncode, renewed.stdout) == (0, API_KEY + "\n")
+    assert f"token {token.group(1)}" in kept.read_text()
+    new_expiry = re.search(r"^expires (\S+)$", kept.read_text(), re.M)
+    assert new_expiry is not None and float(new_expiry.group(1)) > time.time() + 500
+    assert openbao.token_count() == logins
+
     status = keyhelper("status", "--profile", "work")
     assert status.returncode == 0
     assert re.fullmatch(rf"llm: signed in to Vault at {re.escape(openbao.addr)}, token until "
                         r"\S+ \S+ UTC, renewable\n", status.stdout), status.stdout
+
+    # Past use (under the 15 s margin): the get says to sign in again.
+    saved = kept.read_text()
+    new_expires = re.search(r"^expires (\S+)$", saved, re.M)
+    assert new_expires is not None
+    kept.write_text(saved.replace(f"expires {new_expires.group(1)}",
+                                  f"expires {time.time() + 5!r}"))
+    spent = keyhelper("--profile", "work", "--no-cache")
+    assert spent.returncode == 1
+    assert spent.stderr.endswith("run keyhelper login --profile work\n"), spent.stderr
+    kept.write_text(saved)
 
     out_run = keyhelper("logout", "--profile", "work")
     assert (out_run.returncode, out_run.stdout) == (
