@@ -16,6 +16,7 @@ from keyhelper.base.failures import FailureLog
 from keyhelper.base.files import Selection
 from keyhelper.base.records import entry_key
 from keyhelper.errors import EXIT_NO_KEY, EXIT_OK, BackendError, Skip, UsageError
+from keyhelper.redact import fingerprint
 from keyhelper.resolver import Run
 
 Echo = Callable[[str], None]
@@ -96,5 +97,10 @@ def status(selection: Selection, env: Mapping[str, str], echo: Echo) -> int:
         return EXIT_OK
     for name, line in shown:
         echo(f"{name}: {line}")
+    entry = run.cache.read(run.key) if run.cache is not None else None
+    if entry is not None:  # the key in use: its fingerprint and life, never the key
+        left = entry.expires - time.time()
+        echo(f"cached key: {fingerprint(entry.key)} from {entry.backend}, "
+             + (f"{left:.0f} s left" if left > 0 else f"expired {-left:.0f} s ago"))
     signed_out = any(line is not None and line.startswith("signed out") for _, line in shown)
     return EXIT_NO_KEY if signed_out else EXIT_OK

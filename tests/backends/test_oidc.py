@@ -120,6 +120,10 @@ def test_status_shows_who_and_until_when_never_a_token(signed_in: Provider,
         rf"sso: signed in to {re.escape(signed_in.issuer)} as alice since "
         r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC, until the provider ends the session "
         r"\(refresh token in /\S+/oidc-[0-9a-f]{32}\)\n", run.stdout), run.stdout
+    assert keyhelper("--profile", "work").returncode == 0
+    cached = keyhelper("status", "--profile", "work")
+    assert re.search(r"\ncached key: sha256:[0-9a-f]{12} from sso, 2\d\d s left\n$",
+                     cached.stdout), cached.stdout
     doctor = keyhelper("doctor", "--profile", "work")
     assert "sso: signed in to" in doctor.stdout
     [session] = state_files(isolated_env)
