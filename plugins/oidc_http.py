@@ -52,11 +52,12 @@ def check_url(url: str, what: str) -> str:
 
 
 def same_origin(url: str, issuer: str, what: str) -> str:
-    """``url`` must be on the issuer's host: a discovery document that sends tokens to
-    another host is a broken or malicious provider."""
+    """An endpoint named by the discovery document: https (some providers put the token
+    endpoint or keys on another host of theirs, e.g. Google), or plain http only on the
+    issuer's own loopback origin: no token goes in clear text to another address."""
     check_url(url, what)
     a, b = urllib.parse.urlsplit(url), urllib.parse.urlsplit(issuer)
-    if (a.scheme, a.hostname, a.port) != (b.scheme, b.hostname, b.port):
+    if a.scheme == "http" and (a.scheme, a.hostname, a.port) != (b.scheme, b.hostname, b.port):
         raise BackendError(f"the provider's {what} is on another host than its issuer")
     return url
 
