@@ -162,7 +162,11 @@ class OidcBackend(Backend):
             # Keep the rotated refresh token before anything is printed: the old one is
             # spent, and the provider revokes the family if it is ever spent again.
             if tokens.refresh_token and tokens.refresh_token != session.refresh_token:
-                self._save(store, session, tokens)
+                kept = self._save(store, session, tokens)
+                log.debug("oidc: refresh grant: refresh token rotated and kept in %s",
+                          store.describe(kept))
+            else:
+                log.debug("oidc: refresh grant: the refresh token did not rotate")
         return self._token(tokens)
 
     def _sign_in_now(self, store: SessionStore, provider: Provider) -> Token:

@@ -338,3 +338,17 @@ def test_refresh_ahead_in_the_background_spends_the_refresh_token_once(
         assert later.returncode == 0
         assert provider.grants("refresh_token") == 2
         assert provider.errors() == []
+
+
+def test_no_token_in_verbose_output(signed_in: Provider, isolated_env: Path) -> None:
+    [session] = state_files(isolated_env)
+    old = re.search(r"refresh_token (\S+)", session.read_text())
+    assert old is not None
+    run = keyhelper("--profile", "work", "--no-cache", "-v")
+    assert run.returncode == 0, run.stderr
+    new = re.search(r"refresh_token (\S+)", session.read_text())
+    assert new is not None
+    for secret in (old.group(1), new.group(1), run.stdout.strip()):
+        assert secret not in run.stderr
+    assert re.search(r"sso ok in \d+ ms: sha256:[0-9a-f]{12}\n", run.stderr), run.stderr
+    assert "oidc: refresh grant: refresh token rotated and kept in " in run.stderr
