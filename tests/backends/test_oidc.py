@@ -352,3 +352,18 @@ def test_no_token_in_verbose_output(signed_in: Provider, isolated_env: Path) -> 
         assert secret not in run.stderr
     assert re.search(r"sso ok in \d+ ms: sha256:[0-9a-f]{12}\n", run.stderr), run.stderr
     assert "oidc: refresh grant: refresh token rotated and kept in " in run.stderr
+
+
+def test_without_the_cache_no_refresh_token_is_ever_spent_twice(
+        signed_in: Provider, write_config: object) -> None:
+    """--no-cache: no entry lock; the sign-in's own lock still puts the refresh grants in
+    single file, each with the token the one before it kept."""
+    write_config(config(signed_in, settings="deadline = 60"))  # type: ignore[operator]
+    count = 8
+    with ThreadPoolExecutor(count) as pool:
+        runs = list(pool.map(lambda _: keyhelper("--profile", "work", "--no-cache",
+                                                 timeout=90), range(count)))
+    assert [r.returncode for r in runs] == [0] * count, [r.stderr for r in runs][:2]
+    assert len({r.stdout for r in runs}) == count  # one grant each, in turn
+    assert signed_in.grants("refresh_token") == count
+    assert signed_in.errors() == []
