@@ -10,8 +10,11 @@ line that says what to run.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -132,12 +135,10 @@ class OidcBackend(Backend):
         """Not signed in here: a skip, as a missing ``vault login`` token is (the next
         backend may have a key; no failure is remembered, so a retry right after
         ``keyhelper login`` succeeds)."""
-        if store is not None and self.config["open_browser"]:
-            from .oidc_login import start_detached
-
-            if start_detached(self, store):
-                return Skip(f"signed out of {self.issuer}: a browser window opened to sign "
-                            "in; retry")
+        if (store is not None and self.config["open_browser"]
+                and start_detached(self, store)):
+            return Skip(f"signed out of {self.issuer}: a browser window opened to sign in; "
+                        "retry")
         where = f" --profile {self.context.profile}" if self.context.profile else ""
         return Skip(f"signed out of {self.issuer}: run keyhelper login{where}")
 
@@ -253,3 +254,44 @@ class OidcBackend(Backend):
                                              time.gmtime(info.refresh_expires))
         return (f"signed in to {self.issuer} as {info.name} since {since}, {until} "
                 f"(refresh token in {self.store().describe(info)})")
+
+
+# --- the detached sign-in (open_browser) ---------------------------------------------------
+
+def _pending(store: SessionStore) -> str:
+    return store.path + ".pending"
+
+
+def start_detached(backend: OidcBackend, store: SessionStore) -> bool:
+    """Start the browser sign-in (keyhelper_plugins.oidc_login) in a detached process,
+    unless one is under way; False when it could not be started."""
+    if not store.path:
+        return False
+    marker = _pending(store)
+    try:
+        if time.time() - os.stat(marker).st_mtime < backend.config["login_timeout"] + 30:
+            return True  # a sign-in is already waiting for the person
+        os.unlink(marker)
+    except FileNotFoundError:
+        pass
+    try:
+        os.makedirs(store.directory, mode=0o700, exist_ok=True)
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return True  # another process started it just now
+    except OSError:
+        return False
+    job = {"name": backend.name, "options": backend.config, "profile": backend.context.profile,
+           "state_dir": backend.context.state_dir, "marker": marker}
+    try:
+        child = subprocess.Popen([sys.executable, "-I", "-m", "keyhelper_plugins.oidc_login"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, env=dict(backend.context.env),
+                                 start_new_session=True, close_fds=True)
+        assert child.stdin is not None
+        child.stdin.write(json.dumps(job).encode())
+        child.stdin.close()
+    except OSError:
+        os.unlink(marker)
+        return False
+    return True

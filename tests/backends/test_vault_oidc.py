@@ -106,7 +106,9 @@ oidc_callback = "{callback}"
     status = keyhelper("status", "--profile", "work")
     assert status.returncode == 0
     assert re.fullmatch(rf"llm: signed in to Vault at {re.escape(openbao.addr)}, token until "
-                        r"\S+ \S+ UTC, renewable\n", status.stdout), status.stdout
+                        r"\S+ \S+ UTC, renewable\n"
+                        r"cached key: sha256:[0-9a-f]{12} from llm, \d+ s left\n",
+                        status.stdout), status.stdout
 
     # Past use (under the 15 s margin): the get says to sign in again.
     saved = kept.read_text()
