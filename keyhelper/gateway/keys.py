@@ -190,7 +190,8 @@ class KeySet:
         self._by_source: dict[str, dict[str | None, list[Key]]] = {}
         self._merged: dict[str | None, list[Key]] = {}
         self._loaded_at = float("-inf")
-        self._attempted_at = float("-inf")
+        self._attempted_at = float("-inf")  # the last load, paces retries of a down source
+        self._unknown_at = float("-inf")  # the last load for an unknown kid, rate-limited
         self._lock = threading.Lock()
         self._background: threading.Thread | None = None
 
@@ -210,7 +211,7 @@ class KeySet:
         keys = self._merged.get(kid)
         if keys is None and kid is None:  # no kid: any key may have signed it
             return [key for group in self._merged.values() for key in group]
-        if keys is None and self.clock() - self._attempted_at >= self.min_refetch:
+        if keys is None and self.clock() - self._unknown_at >= self.min_refetch:
             self.refresh(unknown_kid=True)
             keys = self._merged.get(kid)
         return keys or []
@@ -233,8 +234,10 @@ class KeySet:
         """Load every source now; a source that fails keeps its previous keys. Returns the
         failures (for the start-up line)."""
         with self._lock:
-            if unknown_kid and self.clock() - self._attempted_at < self.min_refetch:
-                return []  # another thread refetched while this one waited
+            if unknown_kid:
+                if self.clock() - self._unknown_at < self.min_refetch:
+                    return []  # another thread refetched while this one waited
+                self._unknown_at = self.clock()
             self._attempted_at = self.clock()
             problems = []
             loaded_all = True

@@ -65,7 +65,8 @@ def _until_exp(_key: bytes, identity: Identity, _now: float) -> float:
 
 class Verifier:
     def __init__(self, settings: Settings, sources: list[KeySource] | None = None, *,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time):
         self.settings = settings
         context = ssl_context(settings.ca_file)
         if sources is None:
@@ -79,7 +80,7 @@ class Verifier:
                            min_refetch=settings.jwks_min_refetch, clock=clock,
                            on_removed=self._forget_kids)
         self._cache: TLRUCache[bytes, Identity] = TLRUCache(
-            maxsize=settings.token_cache_size, ttu=_until_exp, timer=time.time)
+            maxsize=settings.token_cache_size, ttu=_until_exp, timer=wall)
         self._lock = threading.Lock()
         self._algorithms = frozenset(settings.algorithms)
 
@@ -122,9 +123,12 @@ class Verifier:
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise Rejected("malformed token (kid is not a string)")
-        keys = [key for key in self.keys.find(kid) if _fits(key, alg)]
+        candidates = self.keys.find(kid)
+        if not candidates:
+            raise Rejected("unknown signing key (kid)")
+        keys = [key for key in candidates if _fits(key, alg)]
         if not keys:
-            raise Rejected("unknown signing key (kid)" if kid else "no key fits the token")
+            raise Rejected(f"algorithm {alg} does not fit the signing key")
         claims = self._decode(token, keys, alg)
         return Identity(
             user_id=self._claim(claims, self.settings.user_id),
