@@ -221,7 +221,11 @@ class KeySet:
         it has, so no request waits on the network for a routine refresh."""
         if self.clock() - self._loaded_at < self.ttl:
             return
-        with self._lock:
+        # Never wait here (this may run on the event loop): a held lock means a load is
+        # under way already.
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
             if self._background is not None and self._background.is_alive():
                 return
             if self.clock() - self._attempted_at < self.min_refetch:
@@ -229,6 +233,8 @@ class KeySet:
             self._background = threading.Thread(target=self.refresh, daemon=True,
                                                 name="keyhelper-jwks-refresh")
             self._background.start()
+        finally:
+            self._lock.release()
 
     def refresh(self, *, unknown_kid: bool = False) -> list[str]:
         """Load every source now; a source that fails keeps its previous keys. Returns the

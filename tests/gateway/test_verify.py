@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -305,6 +306,36 @@ def test_a_down_jwks_endpoint_serves_the_cached_keys(
     issuer.keys = [es256.jwk, new.jwk]
     clock.now += 30
     assert verifier.verify(new.mint()).user_id == "alice"
+
+
+def test_a_cache_hit_never_waits_for_a_jwks_fetch(es256: Signer, issuer: StaticIssuer) -> None:
+    """A fetch for an unknown kid hangs on a slow JWKS endpoint; meanwhile a cached token
+    (its keys past their TTL, too) is answered at once: nothing on the hit path waits for
+    the network, so LiteLLM's event loop never blocks."""
+    clock = Clock()
+    verifier = verifier_for({"jwks_url": issuer.jwks_url}, clock, jwks_ttl=300)
+    token = es256.mint()
+    verifier.verify(token)
+    issuer.stall = threading.Event()
+    unknown = es256.mint(headers={"kid": "new"})
+
+    def fetch() -> None:
+        with pytest.raises(Rejected):
+            verifier.verify(unknown)
+
+    fetching = threading.Thread(target=fetch)
+    fetching.start()
+    try:
+        until(lambda: issuer.fetches() == 2)  # the fetch holds the key set's lock now
+        clock.now += 301
+        answers: list[Identity | None] = []
+        hit = threading.Thread(target=lambda: answers.append(verifier.cached(token)))
+        hit.start()
+        hit.join(5)
+        assert not hit.is_alive() and answers and answers[0] is not None
+    finally:
+        issuer.stall.set()
+        fetching.join(30)
 
 
 @pytest.mark.parametrize("case", ["missing file", "endpoint down", "only a private key",

@@ -22,6 +22,7 @@ class StaticIssuer:
     down: bool = False
     issuer: str | None = None  # what the discovery document says (default: url)
     hits: Counter[str] = field(default_factory=Counter)
+    stall: threading.Event | None = None  # when set: each answer waits for it (30 s at most)
 
     @property
     def jwks_url(self) -> str:
@@ -38,6 +39,8 @@ def serve_issuer() -> Iterator[StaticIssuer]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             state.hits[self.path] += 1
+            if state.stall is not None:
+                state.stall.wait(30)
             if state.down:
                 body, status = b'{"error": "down"}', 503
             elif self.path == "/.well-known/openid-configuration":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import time
 import urllib.error
@@ -16,8 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from fixtures_openbao import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".deps" / "litellm-venv"
@@ -84,6 +83,14 @@ class Proxy:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"{}")
+
+
+def free_port() -> int:
+    # Not fixtures_openbao's: that module needs pytest, which the LiteLLM venv (where
+    # scripts/bench_gateway.py runs) does not have.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def installed() -> bool:
