@@ -214,7 +214,8 @@ class KeySet:
         if keys is None and self.clock() - self._unknown_at >= self.min_refetch:
             self.refresh(unknown_kid=True)
             keys = self._merged.get(kid)
-        return keys or []
+        # Keys published without a kid may have signed a token that names one.
+        return keys or self._merged.get(None, [])
 
     def refresh_if_stale(self) -> None:
         """Past the TTL: refresh in a background thread; the caller goes on with the keys

@@ -31,7 +31,6 @@ from keyhelper.gateway.keys import (
     ssl_context,
 )
 from keyhelper.gateway.settings import Settings
-from keyhelper.redact import fingerprint
 
 log = logging.getLogger("keyhelper.gateway")
 
@@ -91,23 +90,24 @@ class Verifier:
 
     def cached(self, token: str) -> Identity | None:
         """The identity of a token verified before and not expired, else None. No I/O."""
-        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
-        with self._lock:
-            identity = self._cache.get(digest)
-        if identity is not None:
-            self.keys.refresh_if_stale()
-        return identity
+        return self._cached(_digest(token))
 
     def verify(self, token: str) -> Identity:
         """The identity a token proves, or :class:`Rejected`. May fetch keys (an unknown
         kid, rate-limited): call it off the event loop."""
-        identity = self.cached(token)
-        if identity is not None:
-            return identity
-        identity = self._verify(token)
-        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        digest = _digest(token)
+        identity = self._cached(digest)
+        if identity is None:
+            identity = self._verify(token)
+            with self._lock:
+                self._cache[digest] = identity
+        return identity
+
+    def _cached(self, digest: bytes) -> Identity | None:
         with self._lock:
-            self._cache[digest] = identity
+            identity = self._cache.get(digest)
+        if identity is not None:
+            self.keys.refresh_if_stale()
         return identity
 
     def _verify(self, token: str) -> Identity:
@@ -184,10 +184,8 @@ class Verifier:
                     ", ".join(sorted(kids)), len(gone))
 
 
-def describe(token: str) -> str:
-    """How a log line names a token: its fingerprint (matches keyhelper's audit log and
-    the start of LiteLLM's hashed key)."""
-    return fingerprint(token)
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
 def _fits(key: Key, alg: str) -> bool:

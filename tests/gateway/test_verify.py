@@ -142,6 +142,17 @@ def test_exp_and_nbf_within_the_leeway_pass(es256: Signer, tmp_path: Path) -> No
     assert verifier.verify(es256.mint(nbf=now + 10, iat=now + 10)).user_id == "alice"
 
 
+def test_keys_published_without_a_kid_are_each_tried(tmp_path: Path) -> None:
+    first, second = signer("p256", "ES256"), signer("p384", "ES384")
+    bare = [{k: v for k, v in s.jwk.items() if k != "kid"} for s in (first, second)]
+    (tmp_path / "j.json").write_text(json.dumps({"keys": bare}))
+    verifier = verifier_for({"jwks_file": str(tmp_path / "j.json")})
+    assert verifier.verify(second.mint()).user_id == "alice"  # names a kid nobody has
+    unnamed = jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "user": "bob", "team": "t",
+                          "exp": int(time.time()) + 60}, first.key, algorithm="ES256")
+    assert verifier.verify(unnamed).user_id == "bob"
+
+
 # --- each rejection ---------------------------------------------------------------------
 
 def _rejections(es: Signer) -> dict[str, tuple[str, str]]:
