@@ -204,6 +204,9 @@ def test_per_user_keys_are_attributed_to_their_user_and_team(gateway: Gateway,
     records = gateway.records_since(
         before, lambda rs: {(r["user"], r["team"], r["key"]) for r in rs} >= expected)
     assert {(r["user"], r["team"], r["key"]) for r in records} == expected
+    # The mapped metadata claims reach LiteLLM's logging too.
+    assert {json.dumps(r["metadata"], sort_keys=True) for r in records} == {
+        '{"sub": "alice"}', '{"sub": "carol"}'}
     # keyhelper's fingerprint of a key is the start of LiteLLM's hash of it.
     assert hashed(alice.token()).removeprefix("hashed-jwt-").startswith(
         fingerprint(alice.token()).removeprefix("sha256:"))

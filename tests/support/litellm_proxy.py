@@ -1,7 +1,7 @@
 """The real LiteLLM proxy (scripts/install-litellm puts it in .deps/litellm-venv) on a free
-loopback port, with a ``mock_response`` model, keyhelper's ``custom_auth``, and a real
-LiteLLM callback that records who each request was attributed to (shared by tests/gateway
-and scripts/bench-gateway)."""
+loopback port, with a ``mock_response`` model, keyhelper's ``custom_auth`` (or not), and a
+real LiteLLM callback that records who each request was attributed to (shared by
+tests/gateway, scripts/bench-gateway and scripts/e2e-litellm)."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def installed() -> bool:
 
 
 @contextlib.contextmanager
-def start_litellm(work: Path, gateway_config: Path | None, *,
+def start_litellm(work: Path, gateway_config: Path | None, *, master_key: str = MASTER_KEY,
                   extra_env: dict[str, str] | None = None) -> Iterator[Proxy]:
     """Start the proxy (with keyhelper's custom_auth when ``gateway_config`` is given) and
     wait for /health/liveliness; stop it on exit."""
@@ -110,7 +110,7 @@ def start_litellm(work: Path, gateway_config: Path | None, *,
     records, log_path = work / "records.jsonl", work / "litellm.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM_", "KEYHELPER_"))}
     # This checkout's keyhelper first: the venv's installed copy only brings dependencies.
-    env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_MASTER_KEY=MASTER_KEY,
+    env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_MASTER_KEY=master_key,
                RECORDER_LOG=str(records), PYTHONPATH=str(ROOT), **(extra_env or {}))
     if gateway_config is not None:
         env["KEYHELPER_GATEWAY_CONFIG"] = str(gateway_config)
