@@ -207,6 +207,8 @@ def test_per_user_keys_are_attributed_to_their_user_and_team(gateway: Gateway,
     # The mapped metadata claims reach LiteLLM's logging too.
     assert {json.dumps(r["metadata"], sort_keys=True) for r in records} == {
         '{"sub": "alice"}', '{"sub": "carol"}'}
+    log = gateway.proxy.log.read_text(errors="replace")
+    assert alice.token() not in log and carol.token() not in log
     # keyhelper's fingerprint of a key is the start of LiteLLM's hash of it.
     assert hashed(alice.token()).removeprefix("hashed-jwt-").startswith(
         fingerprint(alice.token()).removeprefix("sha256:"))
