@@ -5,6 +5,7 @@ the server), a JWKS endpoint that is down, start-up with no key, and the claims 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import secrets
@@ -18,6 +19,8 @@ from typing import Any
 
 import jwt
 import pytest
+from certs import TestCA
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from helpers import keyhelper
@@ -383,6 +386,22 @@ def test_oidc_discovery_finds_the_jwks_and_trusts_the_issuer(es256: Signer,
     with pytest.raises(Rejected, match=r"^wrong issuer \(iss\)$"):
         verifier.verify(es256.mint(iss=ISSUER))
     assert (issuer.hits["/.well-known/openid-configuration"], issuer.fetches()) == (1, 1)
+
+
+def test_https_key_sources_are_verified_against_ca_file(es256: Signer, tmp_path: Path) -> None:
+    ca = TestCA("keyhelper gateway test CA")
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    ca.issue("127.0.0.1", x509.SubjectAlternativeName(
+        [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), cert, key)
+    (tmp_path / "ca.pem").write_bytes(ca.pem)
+    with serve_issuer(tls=(cert, key)) as server:
+        server.keys = [es256.jwk]
+        with pytest.raises(NoKeys, match=r"jwks_url https://127\.0\.0\.1:\d+/jwks: "
+                                         r"SSLCertVerificationError"):
+            verifier_for({"jwks_url": server.jwks_url})
+        trusted = verifier_for({"jwks_url": server.jwks_url,
+                                "ca_file": str(tmp_path / "ca.pem")})
+        assert trusted.verify(es256.mint()).user_id == "alice"
 
 
 def test_oidc_discovery_naming_another_issuer_is_refused(issuer: StaticIssuer) -> None:

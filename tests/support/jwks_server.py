@@ -8,10 +8,12 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import ssl
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -33,7 +35,8 @@ class StaticIssuer:
 
 
 @contextlib.contextmanager
-def serve_issuer() -> Iterator[StaticIssuer]:
+def serve_issuer(tls: tuple[Path, Path] | None = None) -> Iterator[StaticIssuer]:
+    """Serve on loopback; ``tls``: (certificate, key) PEM files to serve https with."""
     state = StaticIssuer("")
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -61,7 +64,12 @@ def serve_issuer() -> Iterator[StaticIssuer]:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    if tls is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    scheme = "https" if tls else "http"
+    state.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
