@@ -6,10 +6,11 @@ Kept apart from the rules only so that a cache hit does not load it."""
 from keyhelper.base.records import Entry, env_digest, marker_path, read_marker, write_marker
 from keyhelper.cachepolicy import (
     EXPIRY_MARGIN,
-    backoff,
+    backed_off,
     fresh,
     refetch_too_soon,
     rejected,
+    retry_delay,
     stale_servable,
 )
 
@@ -152,14 +153,15 @@ class CachedFetcher:
         try:
             remembered = failures.read()
             if (remembered is not None and remembered.envsum == envsum
-                    and now < remembered.retry_at):
+                    and backed_off(remembered.failed_at, remembered.retry_at, now)):
                 raise BackedOff(remembered.message, remembered.failed_at,
                                 remembered.retry_at, now)
             fetched = fetch()
         except NoKeyError as exc:
+            now = self.now()  # the backoff counts from the failure, not the fetch's start
             if not isinstance(exc, BackedOff) and any(a.outcome == "failed"
                                                       for a in exc.attempts):
-                failures.record(exc.describe(), now, envsum, backoff)
+                failures.record(exc.describe(), now, envsum, retry_delay)
             if not stale_servable(old, env_names, self.env, now, self.rules.stale_grace):
                 raise
             assert old is not None
