@@ -8,7 +8,8 @@ fetched, and what happens around a fetch.
 - Rotation refetch: Claude Code asks again within its own TTL only after the gateway refused
   the key, so a repeat call from the same Claude Code process is a miss (:func:`rejected`),
   fetched anew at most once per ``REFETCH_INTERVAL`` while the new key is refused too.
-- Stale-if-error: when every backend fails, the old key is served up to ``stale_grace``
+- Stale-if-error: when every backend fails (or the process fetching it does not finish
+  within our deadline), the old key is served up to ``stale_grace``
   past its cache life, never past its own expiry (:meth:`CachedFetcher._stale`).
 - Backoff: a failure is remembered for every process (2, 4 ... 30 s, each stretched by up to
   half at random so that machines' retries spread out after an outage), so a backend that

@@ -3,7 +3,16 @@ lock, a re-read, the chain only when the rules say so, the new entry stored, the
 served when every backend fails (stale-if-error), the shared failure record (backoff).
 Kept apart from the rules only so that a cache hit does not load it."""
 
-from keyhelper.base.records import Entry, env_digest, marker_path, read_marker, write_marker
+import contextlib
+
+from keyhelper.base.records import (
+    Entry,
+    env_digest,
+    fingerprint,
+    marker_path,
+    read_marker,
+    write_marker,
+)
 from keyhelper.cachepolicy import (
     EXPIRY_MARGIN,
     backed_off,
@@ -13,6 +22,7 @@ from keyhelper.cachepolicy import (
     retry_delay,
     stale_servable,
 )
+from keyhelper.errors import DeadlineExceeded
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -116,7 +126,11 @@ class CachedFetcher:
         if fresh(entry, self.env, self.now(), env_names) and not self._rejected(entry, seen):
             assert entry is not None
             return self.serve(entry, "hit")
-        with self.lock():
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(self.lock())
+            except DeadlineExceeded:
+                return self._stale_while_waiting(env_names)
             entry = self.store.read(self.key)  # another process may have fetched meanwhile
             source = "fetched"
             if fresh(entry, self.env, self.now(), env_names):
@@ -131,6 +145,18 @@ class CachedFetcher:
                                     "TTL: its key was refused; fetching anew")
                 source = "rotated"
             return self.fetch_and_store(fetch, entry, env_names, source)
+
+    def _stale_while_waiting(self, env_names: "Sequence[str]") -> "Outcome":
+        """The process fetching this key did not finish within our deadline (a backend
+        that hangs, a cluster electing a leader): the old key if stale-if-error allows."""
+        entry = self.store.read(self.key)
+        if not stale_servable(entry, env_names, self.env, self.now(), self.rules.stale_grace):
+            raise DeadlineExceeded("timed out waiting for another keyhelper process fetching "
+                                   "the same key")
+        assert entry is not None
+        self.report("warning", "another keyhelper process is still fetching the key; serving "
+                               f"the cached key {fingerprint(entry.key)}")
+        return self.serve(entry, "stale")
 
     def refresh(self, fetch: "Callable[[], Fetched]", env_names: "Sequence[str]",
                 expected_stored: float) -> "Outcome | None":

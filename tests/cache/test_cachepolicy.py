@@ -177,6 +177,19 @@ def test_the_backoff_is_stretched_at_random_by_up_to_half() -> None:
     assert max(delays) - min(delays) > 10  # spread, not one instant for every machine
 
 
+def test_a_served_marker_from_the_future_is_not_a_repeat_call() -> None:
+    entry = Entry("k", "src", 10.0, 10_000.0, 9_000.0, None, [], env_digest([], {}))
+    assert not cachepolicy.rejected(entry, (10.0, 100.0 + 2 * 86400), {}, 100.0)
+
+
+def test_an_entry_from_the_future_is_not_fresh_nor_stale_servable() -> None:
+    now = 1_000_000.0
+    entry = Entry("k", "src", now + 86400, now + 86700, now + 86640, None, NAMES,
+                  env_digest(NAMES, ENV))
+    assert not cachepolicy.fresh(entry, ENV, now, NAMES)
+    assert not cachepolicy.stale_servable(entry, NAMES, ENV, now, 3600)
+
+
 def test_a_failure_from_the_future_is_forgotten(tmp_path: Path) -> None:
     """Recorded with the clock two days ahead, then back at the right time: retried."""
     clock, chain = Clock(), Chain()

@@ -5,6 +5,7 @@ was ahead are not trusted, and an entry damaged in place is a miss (its checksum
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -168,3 +169,37 @@ def test_an_entry_of_the_previous_format_is_a_miss(source: CountingCommand) -> N
     path.write_bytes(old[:old.rindex(b"check ")])  # as version 2 wrote it: no check line
     assert keyhelper().stdout == source.key + "\n"
     assert source.calls == 2
+
+
+# --- waiting on a fetch that does not finish ------------------------------------------------
+
+HOLD_LOCK = """\
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_waiter_serves_the_stale_key_when_the_fetch_does_not_finish(
+        source: CountingCommand, write_config) -> None:  # type: ignore[no-untyped-def]
+    """A cluster electing a leader keeps one process fetching to its deadline: the others,
+    waiting on its lock, serve the key they have rather than fail."""
+    write_config('deadline = 1\nchain = ["src"]\n' + source.toml("src"))
+    assert keyhelper().stdout == source.key + "\n"
+    move_entry(-400)  # past its cache life, within stale_grace
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK,
+                               str(entry_path().with_suffix(".lock"))],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "locked\n"
+        run = keyhelper(timeout=10)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (run.returncode, run.stdout) == (0, source.key + "\n")
+    assert run.stderr.startswith("keyhelper: another keyhelper process is still fetching the "
+                                 "key; serving the cached key sha256:")
+    assert source.calls == 1

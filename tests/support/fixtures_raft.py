@@ -12,6 +12,7 @@ as production tuning does.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import http.server
 import json
@@ -107,6 +108,17 @@ class Cluster:
         _wait_answers(node)
         if unseal:
             self.unseal(node)
+
+    def restart_all(self) -> None:
+        """Start every stopped node again (raft data kept), unseal them, wait for a leader."""
+        stopped = [n for n in self.nodes if n.proc is None or n.proc.poll() is not None]
+        for node in stopped:
+            _start(node)
+        for node in stopped:
+            _wait_answers(node)
+        for node in stopped:
+            _api(node.addr, "PUT", "sys/unseal", {"key": self.unseal_key}, None)
+        self.active()
 
     def seal(self, node: Node) -> None:
         _api(node.addr, "PUT", "sys/seal", None, self.root_token)
@@ -275,6 +287,8 @@ class NodeProxy:
         self.status = 503
         self.location = ""
         self.times: list[float] = []
+        self.paths: list[str] = []  # beside times
+        self.callers: list[str] = []  # beside times: a digest of the token sent, or ""
         self.released = threading.Event()
         proxy = self
 
@@ -287,6 +301,9 @@ class NodeProxy:
             def _any(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                proxy.paths.append(self.path)
+                token = self.headers.get("X-Vault-Token") or ""
+                proxy.callers.append(token and hashlib.sha256(token.encode()).hexdigest()[:12])
                 proxy.times.append(time.time())
                 if proxy.mode == "blackhole":
                     proxy.released.wait(60)
