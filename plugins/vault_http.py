@@ -6,8 +6,9 @@ Several addresses (a cluster's nodes): a call that fails on one node for a reaso
 node may not share (refused, reset, no answer, 5xx, 429, sealed) goes on at once to the next
 node, each attempt given at most half the time left so that one blackholed node never uses
 the whole deadline; after a round of every node it waits (backoff) and goes round again,
-again while the deadline allows (a leader election takes a second or two). The node that
-answered last is tried first by later runs.
+again while the deadline allows (a leader election takes a second or two), unless every
+node refused the connection (nothing listens: the cluster is down, not electing). The node
+that answered last is tried first by later runs.
 
 Responses are inspected here rather than through hvac's exceptions, whose text carries the
 request URL and the raw body; messages are built from the status and Vault's own ``errors``
@@ -152,6 +153,7 @@ class VaultHttp:
         errors while the deadline allows. Returns the JSON body ({} for 204)."""
         first = self.node
         attempt = 0  # rounds of every node
+        refused = 0  # nodes of this round where nothing listens
         while True:
             try:
                 body = self._once(method, path, token=token, json=json, params=params)
@@ -161,6 +163,7 @@ class VaultHttp:
                 failure: Exception = exc
             except _Retryable as exc:
                 failure = exc.error
+                refused += exc.refused
             else:
                 if self.node != first:
                     _NodeMemo(self.context.state_dir, self.connection).write(self.node)
@@ -170,6 +173,9 @@ class VaultHttp:
                 self._next_node()
                 if self.node != first and self._time_for(0):
                     continue  # another node at once
+                if refused == len(self.nodes):
+                    raise failure  # nothing listens anywhere: down, not electing a leader
+                refused = 0
             attempt += 1
             delay = min(MAX_BACKOFF, 0.1 * 2 ** attempt) * (0.5 + random.random())  # noqa: S311
             # A cluster goes round while the deadline allows: electing a new leader takes
@@ -239,8 +245,9 @@ class VaultHttp:
                 raise _Retryable(late) from None  # another node may answer
             raise late from None
         except exc_mod.ConnectionError as exc:
-            raise _Retryable(BackendError(f"cannot connect to Vault at {self.here} "
-                                          f"({_connection_reason(exc)})")) from None
+            reason = _connection_reason(exc)
+            raise _Retryable(BackendError(f"cannot connect to Vault at {self.here} ({reason})"),
+                             refused=reason.startswith("connection refused")) from None
         except exc_mod.InvalidURL:
             raise BackendError(f"not a usable Vault address: {self.here!r}") from None
         except exc_mod.RequestException as exc:
@@ -296,8 +303,9 @@ class _NodeMemo:
 
 
 class _Retryable(Exception):
-    def __init__(self, error: BackendError):
+    def __init__(self, error: BackendError, refused: bool = False):
         self.error = error
+        self.refused = refused
         super().__init__(error.message)
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fixtures_openbao import free_port
 from fixtures_raft import CLUSTER_KEY, CLUSTER_SECRET, Blackhole, Cluster, NodeProxy
 from helpers import Run, keyhelper
 
@@ -190,3 +191,14 @@ def test_a_redirect_to_a_node_not_configured_is_refused(
                           f"{proxies[2].addr} (another origin); not followed: the token "
                           "would go there\n")
     assert proxies[2].times == []
+
+
+def test_a_cluster_where_nothing_listens_fails_at_once(call: Caller, write_config) -> None:  # type: ignore[no-untyped-def]
+    addrs = [f"http://127.0.0.1:{free_port()}" for _ in range(3)]
+    config(write_config, addrs)
+    run, took = call()
+    assert (run.returncode, run.stdout) == (1, "")
+    assert run.stderr == ("keyhelper: no key from vault\n"
+                          f"  vault failed: cannot connect to Vault at {addrs[-1]} (connection "
+                          "refused: is it running?)\n")
+    assert took < 2.5  # one round, not the whole deadline
