@@ -7,7 +7,7 @@ node may not share (refused, reset, no answer, 5xx, 429, sealed) goes on at once
 node, each attempt given at most half the time left so that one blackholed node never uses
 the whole deadline; after a round of every node it waits (backoff) and goes round again,
 again while the deadline allows (a leader election takes a second or two), unless every
-node refused the connection (nothing listens: the cluster is down, not electing). The node
+node refused the connection or is sealed (down, not electing). The node
 that answered last is tried first by later runs.
 
 Responses are inspected here rather than through hvac's exceptions, whose text carries the
@@ -161,6 +161,7 @@ class VaultHttp:
                 if exc.status not in RETRY_STATUSES or (exc.sealed and len(self.nodes) == 1):
                     raise
                 failure: Exception = exc
+                refused += exc.sealed  # as hopeless as a node that is down
             except _Retryable as exc:
                 failure = exc.error
                 refused += exc.refused
@@ -174,7 +175,7 @@ class VaultHttp:
                 if self.node != first and self._time_for(0):
                     continue  # another node at once
                 if refused == len(self.nodes):
-                    raise failure  # nothing listens anywhere: down, not electing a leader
+                    raise failure  # down or sealed everywhere: not electing a leader
                 refused = 0
             attempt += 1
             delay = min(MAX_BACKOFF, 0.1 * 2 ** attempt) * (0.5 + random.random())  # noqa: S311

@@ -109,13 +109,13 @@ def test_every_node_sealed_is_a_clear_line(cluster: Cluster, call: Caller,
     standbys = [n for n in cluster.nodes if cluster.health(n) == 429]
     for node in standbys:
         cluster.seal(node)
-    config(write_config, [n.addr for n in standbys], top="deadline = 2\n")
+    config(write_config, [n.addr for n in standbys])
     run, took = call()
     assert (run.returncode, run.stdout) == (1, "")
     assert run.stderr == ("keyhelper: no key from vault\n"
                           f"  vault failed: Vault at {','.join(n.addr for n in standbys)} is "
                           "sealed; ask its operators to unseal it\n")
-    assert took < 2 + 1.5
+    assert took < 3  # one round, not the 5 s deadline: no election unseals a node
 
 
 def test_a_standby_alone_answers(cluster: Cluster, call: Caller,

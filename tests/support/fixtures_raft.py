@@ -289,11 +289,13 @@ class NodeProxy:
         self.times: list[float] = []
         self.paths: list[str] = []  # beside times
         self.callers: list[str] = []  # beside times: a digest of the token sent, or ""
+        self.answered: list[tuple[float, str, str, int]] = []  # (time, path, caller, status)
         self.released = threading.Event()
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            caller = ""
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -303,7 +305,8 @@ class NodeProxy:
                 body = self.rfile.read(length) if length else None
                 proxy.paths.append(self.path)
                 token = self.headers.get("X-Vault-Token") or ""
-                proxy.callers.append(token and hashlib.sha256(token.encode()).hexdigest()[:12])
+                self.caller = token and hashlib.sha256(token.encode()).hexdigest()[:12]
+                proxy.callers.append(self.caller)
                 proxy.times.append(time.time())
                 if proxy.mode == "blackhole":
                     proxy.released.wait(60)
@@ -330,6 +333,7 @@ class NodeProxy:
                     conn.close()
 
             def _reply(self, status: int, headers: dict[str, str], data: bytes) -> None:
+                proxy.answered.append((time.time(), self.path, self.caller, status))
                 self.send_response(status)
                 for name, value in headers.items():
                     if name.lower() not in ("content-length", "connection",
