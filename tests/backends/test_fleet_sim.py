@@ -24,7 +24,7 @@ def test_a_small_fleet_rides_out_a_failover_and_an_outage(tmp_path: Path) -> Non
     assert run.returncode == 0, run.stdout + run.stderr
     figures = json.loads(out.read_text())
     assert figures["failed_calls"] == 0
-    assert figures["helper_calls"] >= 3 * 2 * 5
+    assert figures["helper_calls"] >= 3 * 2 * 2  # every session, at start and again
     # About one read per user per TTL (the window's edges make it noisy in a short run).
     assert 0 < figures["kv_reads_per_user_per_ttl_max"] <= 1.5
     assert figures["worst_latency_failover_s"] < 5 + 1.5  # the deadline, process start on top
