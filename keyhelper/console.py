@@ -3,6 +3,9 @@ hands over.
 
 ``keyhelper [selection options]`` is answered here from the cache when possible; a miss
 goes to the core without click; every other command goes to the click CLI.
+
+keyhelper/launcher.py runs this without ``site`` (``python -I -S``): the hit needs only the
+standard library, and :func:`load_site` brings in site-packages before anything else runs.
 """
 
 import os
@@ -14,9 +17,19 @@ from keyhelper.cachepolicy import try_hit
 COMPLETE_VAR = "_KEYHELPER_COMPLETE"  # click's shell completion: always the CLI's business
 
 
-def main() -> None:
+def load_site() -> None:
+    """Make site-packages importable (click, backends, plugins) when started without them;
+    the same start-up a console script gets."""
+    import site
+
+    site.main()
+
+
+def main(site_loaded: bool = True) -> None:
     selection = parse_get_args(sys.argv[1:])
     if selection is None or COMPLETE_VAR in os.environ:
+        if not site_loaded:
+            load_site()
         from keyhelper.cli import main as cli_main
 
         cli_main()
@@ -29,6 +42,8 @@ def main() -> None:
             sys.stdout.write(key + "\n")
             sys.stdout.flush()
             return
+    if not site_loaded:
+        load_site()
     from keyhelper.app import run_get
 
     sys.exit(run_get(selection))
