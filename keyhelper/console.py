@@ -12,7 +12,7 @@ import os
 import sys
 
 from keyhelper.base.files import parse_get_args
-from keyhelper.cachepolicy import try_hit
+from keyhelper.cachepolicy import try_hit, wait_turn
 
 COMPLETE_VAR = "_KEYHELPER_COMPLETE"  # click's shell completion: always the CLI's business
 
@@ -38,6 +38,8 @@ def main(site_loaded: bool = True) -> None:
     if not (selection.no_cache or selection.verbose) and os.environ.get(
             "KEYHELPER_NO_CACHE") != "1":
         key = try_hit(selection, os.environ, sys.argv[1:])
+        if key is None:
+            key = wait_turn(selection, os.environ, sys.argv[1:])
         if key is not None:
             sys.stdout.write(key + "\n")
             sys.stdout.flush()

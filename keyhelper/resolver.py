@@ -18,6 +18,7 @@ from keyhelper.backend import Context, Token, wall_clock
 from keyhelper.base import audit
 from keyhelper.base.caller import caller_id
 from keyhelper.base.files import Selection, read_in_private_dir, write_private
+from keyhelper.base.lock import release_handed
 from keyhelper.base.records import Entry, entry_key, route_path, serialize_route
 from keyhelper.cachepolicy import fetcher as policy_fetcher
 from keyhelper.chain import Chain, Link
@@ -117,6 +118,7 @@ class Run:
         cacheable = any(link.backend and link.backend.cacheable for link in links)
         store = self.cache_store() if cacheable else None
         if store is None or self.cache is None:
+            release_handed()  # a lock the hit path took: the others need not wait for this
             token, link, attempts = self.chain.run(links)
             result = Result(token, link.spec.name, "uncached", attempts)
         else:
