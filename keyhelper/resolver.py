@@ -62,7 +62,8 @@ class Run:
         except (CacheUnusable, OSError) as exc:
             self.cache_problem = str(exc)
             state_dir = None
-        registry = registry or Registry(allow=allowlist(self.settings.raw.get("plugins"), env))
+        registry = registry or Registry(allow=allowlist(self.settings.raw.get("plugins"), env),
+                                        index_dir=state_dir)
         self.context = Context(self.settings.profile, env, self.deadline, state_dir or "",
                                now=now)
         self.chain = Chain(self.settings, registry, self.context)
