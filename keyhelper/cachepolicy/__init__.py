@@ -65,8 +65,10 @@ BACKOFF_FIRST = 2.0
 BACKOFF_MAX = 30.0
 # A miss that finds the entry's lock held waits on the lean path while the holder's
 # announced time lasts (keyhelper.base.lock.announce); the hit path announces this much
-# until the full path, having read the config, announces its deadline.
-FIRST_TURN = 10.0  # Claude Code warns at 10 s; a holder normally announces within 0.1 s
+# until the full path, having read the config, announces its deadline (~0.1 s later, or
+# seconds on a loaded machine). Generous: giving up early sends every waiter into the full
+# path at once, which slows the holder further; Claude Code itself waits 10 minutes.
+FIRST_TURN = 30.0
 ANNOUNCE_GRACE = 0.5
 POLL_FIRST = 0.002
 POLL_MAX = 0.02
