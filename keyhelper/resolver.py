@@ -125,6 +125,7 @@ class Run:
         else:
             outcome = self.fetcher(store).get(lambda: self.fetch(links),
                                               self.env_names(links))
+            release_handed()  # served without the lock (e.g. a keyring-cache hit)
             result = _result(outcome)
         warning = audit.record(self.settings.raw, self.settings.profile, result.backend,
                                result.source, result.token.value, result.token.expires_at)

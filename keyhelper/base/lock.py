@@ -92,10 +92,23 @@ def open_lock(path: str) -> tuple[int | None, str]:
 LOCK_FORMAT = "keyhelper-lock 1"
 
 
+def _private(fd: int) -> bool:
+    """Whether the lock file may carry an announcement: one name (a hard link would make the
+    write land in another file too) and 0600 at most (open_lock checked the owner)."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return st.st_nlink == 1 and (os.name != "posix" or not st.st_mode & 0o077)
+
+
 def announce(fd: int, until: float) -> None:
-    """Say in the lock file that this holder gives up at ``until`` (epoch seconds)."""
+    """Say in the lock file that this holder gives up at ``until`` (epoch seconds); never
+    into a lock file that is not private (it is then used as a lock only)."""
     from keyhelper.base.records import dump
 
+    if not _private(fd):
+        return
     data = dump(LOCK_FORMAT, [("until", repr(until))])
     try:
         os.pwrite(fd, data, 0)
@@ -108,6 +121,8 @@ def announced(fd: int) -> float | None:
     """Until when the holder of this lock file said it may hold it; None if unknown."""
     from keyhelper.base.records import load_unique, number
 
+    if not _private(fd):
+        return None
     try:
         data = os.pread(fd, 128, 0)
     except (OSError, AttributeError):  # pragma: no cover - Windows
