@@ -27,9 +27,10 @@ calls the chain (a callable given in) only when these rules say so. ``CachedFetc
 in keyhelper/cachepolicy/fetcher.py, beside these rules, so that a hit does not load it.
 """
 
+import os
 import time
 
-from keyhelper.base.files import cache_dir, read_private_files
+from keyhelper.base.files import cache_dir, make_private_dirs, read_private_files, safe_dir
 from keyhelper.base.records import (
     NEXT,
     Entry,
@@ -71,6 +72,15 @@ BACKOFF_JITTER = 0.5  # a backoff lasts between 1 and 1 + this times backoff(cou
 # A time recorded ahead of the clock by more than this was written while the clock was wrong
 # (or the record was tampered with): it is not trusted.
 CLOCK_SKEW = 5.0
+# A miss that finds the entry's lock held waits on the lean path while the holder's
+# announced time lasts (keyhelper.base.lock.announce); the hit path announces this much
+# until the full path, having read the config, announces its deadline (~0.1 s later, or
+# seconds on a loaded machine). Generous: giving up early sends every waiter into the full
+# path at once, which slows the holder further; Claude Code itself waits 10 minutes.
+FIRST_TURN = 30.0
+ANNOUNCE_GRACE = 0.5
+POLL_FIRST = 0.002
+POLL_MAX = 0.02
 
 
 # --- the rules ----------------------------------------------------------------------------
@@ -192,3 +202,57 @@ def try_hit(selection: "Selection", env: "Mapping[str, str]",
 
         audit.append_hit(entry, selection.profile)
     return entry.key
+
+
+def wait_turn(selection: "Selection", env: "Mapping[str, str]",
+              argv: "Sequence[str]" = ()) -> str | None:
+    """After a miss, single flight on the lean path: the key another process is fetching
+    for this entry, once it has stored it; None to go on to the full path, holding the
+    entry's lock (handed over to it, keyhelper.base.lock.take_over) if this process came
+    first.
+
+    A burst of processes on a cold entry thus imports the full path once, not once per
+    process before waiting on the lock: waiting is a hit that has not happened yet. When
+    the holder stored nothing (a failure, an uncached key), the others go on to the full
+    path, which decides as it always does (backoff, stale key, its own fetch).
+    """
+    from keyhelper.base.lock import announce, announced, hand_over, open_lock, try_lock, unlock
+
+    directory = cache_dir(env)
+    if safe_dir(directory) == "missing":
+        try:
+            make_private_dirs(directory)
+        except OSError:
+            return None
+    if safe_dir(directory) is not None:
+        return None  # the full path says what is wrong with it
+    path = os.path.join(directory, entry_key(selection, env) + ".lock")
+    fd, _ = open_lock(path)
+    if fd is None:
+        return None
+    if try_lock(fd):
+        announce(fd, time.time() + FIRST_TURN)
+        hand_over(path, fd)
+        return None
+    try:
+        delay = POLL_FIRST
+        unannounced = None
+        while True:
+            until = announced(fd)
+            if until is None or time.time() >= until:
+                # Not announced (yet: the holder writes it just after locking), or past
+                # its time: after a short grace, the full path decides.
+                unannounced = unannounced or time.monotonic() + ANNOUNCE_GRACE
+                if time.monotonic() >= unannounced:
+                    return None
+            else:
+                unannounced = None
+            time.sleep(delay)  # polling: a blocking flock cannot time out
+            delay = min(delay * 2, POLL_MAX)
+            if try_lock(fd):
+                try:
+                    return try_hit(selection, env, argv)
+                finally:
+                    unlock(fd)
+    finally:
+        os.close(fd)
