@@ -150,6 +150,9 @@ class Context:
     fetch_other: Callable[[str], Token] = field(repr=False,
                                                 default=lambda name: _no_resolver(name))
     now: Callable[[], float] = field(default=lambda: wall_clock())
+    # Whether a person can answer now (Claude Desktop's CLAUDE_HELPER_CONTEXT=interactive):
+    # a backend may prompt or open a browser only then. The get path is never interactive.
+    interactive: bool = False
 
     def remaining(self) -> float:
         """Seconds left before the run's deadline; raises when none are left."""

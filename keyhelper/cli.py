@@ -191,6 +191,28 @@ def jwks_command(selection: Selection) -> None:
     run(selection.verbose, lambda: jwks.print_jwks(selection, os.environ, say))
 
 
+def shape_command(shape: str, summary: str) -> None:
+    """``keyhelper SHAPE [selection]``: the key as another Claude Code hook reads it. Served
+    by keyhelper.console like the plain get; click sees it for --help and usage errors."""
+    def command(selection: Selection) -> None:
+        from keyhelper.hooks import run_shape
+
+        sys.exit(run_shape(Selection(selection.backends, selection.profile, selection.config,
+                                     selection.no_cache, selection.verbose, shape)))
+
+    command.__doc__ = summary
+    main.command(shape)(selection_options(command))
+
+
+shape_command("headers", "Print a JSON object of headers with the key (MCP headersHelper, "
+              "otelHeadersHelper); the profile's `headers` table, or the MCP server's "
+              "profile from [mcp]. See docs/hooks.md.")
+shape_command("aws-credentials", "Print the AWS credential document (Bedrock's "
+              "awsCredentialExport), Expiration included. See docs/hooks.md.")
+shape_command("desktop", 'Print Claude Desktop\'s {"token", "headers"}; honours '
+              "CLAUDE_HELPER_CONTEXT. See docs/hooks.md.")
+
+
 @main.group(cls=KeyhelperGroup)
 def setup() -> None:
     """Configure a client to use keyhelper."""

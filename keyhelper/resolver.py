@@ -19,6 +19,7 @@ from keyhelper.base import audit
 from keyhelper.base.caller import caller_id
 from keyhelper.base.files import Selection, read_in_private_dir, write_private
 from keyhelper.base.records import Entry, entry_key, route_path, serialize_route
+from keyhelper.base.shapes import DESKTOP, HELPER_CONTEXT, marker_context
 from keyhelper.cachepolicy import fetcher as policy_fetcher
 from keyhelper.chain import Chain, Link
 from keyhelper.errors import Attempt
@@ -64,6 +65,9 @@ class Run:
         registry = registry or Registry(allow=allowlist(self.settings.raw.get("plugins"), env))
         self.context = Context(self.settings.profile, env, self.deadline, state_dir or "",
                                now=now)
+        # Claude Desktop says when a person is there to answer a prompt or a browser login.
+        self.context.interactive = (selection.shape == DESKTOP
+                                    and env.get(HELPER_CONTEXT) == "interactive")
         self.chain = Chain(self.settings, registry, self.context)
         self.context.fetch_other = self.chain.fetch_named
         self.key = entry_key(selection, env)
@@ -93,6 +97,8 @@ class Run:
         assert self.cache is not None
         cache = self.cache
         caller = caller_id(self.env) if self.settings.setting("rotation_detection") else None
+        if caller is not None:  # one headersHelper per MCP server (keyhelper.base.shapes)
+            caller += marker_context(self.env)
 
         return policy_fetcher.CachedFetcher(
             store, cache.directory, self.key, self.rules(), self.env, now=self.now,
