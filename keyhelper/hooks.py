@@ -19,6 +19,7 @@ from typing import Any
 
 from keyhelper import config
 from keyhelper.app import guarded, setup_logging
+from keyhelper.backend import aws_credentials
 from keyhelper.base import shapes
 from keyhelper.base.files import Selection, write_private
 from keyhelper.errors import EXIT_OK, ConfigError, KeyhelperError
@@ -118,11 +119,10 @@ def aws_document(value: str) -> str:
                if not isinstance(inner.get(name), str) or not inner[name]]
     if missing:
         raise ShapeError(f"the AWS credentials have no {', '.join(missing)}")
-    fields = {name: inner[name] for name in shapes.AWS_FIELDS if isinstance(inner.get(name), str)}
-    if any('"' in v or "\\" in v or "," in v for v in fields.values()):
-        raise ShapeError("the AWS credentials hold characters AWS never issues")
-    fields["Expiration"] = iso_time(parse_time(fields["Expiration"]))
-    return shapes.aws_key(fields)
+    session = inner.get("SessionToken")
+    return aws_credentials(inner["AccessKeyId"], inner["SecretAccessKey"],
+                           session if isinstance(session, str) else None,
+                           parse_time(inner["Expiration"])).value
 
 
 def parse_time(text: str) -> float:
@@ -134,11 +134,6 @@ def parse_time(text: str) -> float:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when.timestamp()
-
-
-def iso_time(epoch: float) -> str:
-    """As AWS writes an Expiration: UTC, seconds, ``Z``."""
-    return datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- the command ------------------------------------------------------------------------
