@@ -68,11 +68,11 @@ def home_with(directory: Path, config: str, settings: dict[str, object],
 
 
 def env_for(home: Path, directory: Path, base_url: str, **extra: str) -> dict[str, str]:
-    env = claude_env(home, base_url, KEYHELPER_API_KEY=GATEWAY_KEY,
-                     XDG_CONFIG_HOME=str(home / ".config"),
-                     KEYHELPER_CACHE_DIR=str(directory / "cache"), **extra)
-    for name in [n for n in env if n.startswith(("KEYHELPER_CONFIG", "AWS_", "OTEL_"))]:
-        del env[name]
+    env = claude_env(home, base_url)
+    for name in [n for n in env if n.startswith(("KEYHELPER_", "AWS_", "OTEL_", "XDG_"))]:
+        del env[name]  # none of the developer's (the isolated env clears only keyhelper's)
+    env.update(KEYHELPER_API_KEY=GATEWAY_KEY, XDG_CONFIG_HOME=str(home / ".config"),
+               KEYHELPER_CACHE_DIR=str(directory / "cache"), **extra)
     return env
 
 
