@@ -236,6 +236,75 @@ def setup_claude_code(selection: Selection, scope: str, ttl_ms: int | None,
         backends=selection.backends, ttl_ms=ttl_ms, dry_run=dry_run, echo=say, warn=warn))
 
 
+DRY_RUN = click.option("--dry-run", is_flag=True, help="Show the change; write nothing.")
+SETTINGS_SCOPE = click.option("--scope", type=click.Choice(["user", "project"]), default="user",
+                              show_default=True,
+                              help="~/.claude/settings.json or ./.claude/settings.json.")
+
+
+@setup.command("otel")
+@selection_options
+@SETTINGS_SCOPE
+@DRY_RUN
+def setup_otel(selection: Selection, scope: str, dry_run: bool) -> None:
+    """Write otelHeadersHelper (`keyhelper headers`) into Claude Code's settings."""
+    from keyhelper.setup_hooks import setup_settings_hook
+
+    run(selection.verbose, lambda: setup_settings_hook(
+        hook="otelHeadersHelper", scope=scope, profile=selection.profile,
+        config=selection.config, backends=selection.backends, env={}, dry_run=dry_run,
+        echo=say, warn=warn))
+
+
+@setup.command("bedrock")
+@selection_options
+@SETTINGS_SCOPE
+@click.option("--region", metavar="REGION", help="Also set env.AWS_REGION.")
+@DRY_RUN
+def setup_bedrock(selection: Selection, scope: str, region: str | None, dry_run: bool) -> None:
+    """Write awsCredentialExport (`keyhelper aws-credentials`) and
+    env.CLAUDE_CODE_USE_BEDROCK into Claude Code's settings."""
+    from keyhelper.setup_hooks import setup_settings_hook
+
+    env = {"CLAUDE_CODE_USE_BEDROCK": "1", **({"AWS_REGION": region} if region else {})}
+    run(selection.verbose, lambda: setup_settings_hook(
+        hook="awsCredentialExport", scope=scope, profile=selection.profile,
+        config=selection.config, backends=selection.backends, env=env, dry_run=dry_run,
+        echo=say, warn=warn))
+
+
+@setup.command("mcp")
+@selection_options
+@click.argument("name")
+@click.option("--scope", type=click.Choice(["local", "project", "user"]),
+              help="Where Claude Code keeps the server (default: where it is found, in "
+                   "Claude Code's order local, project, user).")
+@DRY_RUN
+def setup_mcp_command(selection: Selection, name: str, scope: str | None,
+                      dry_run: bool) -> None:
+    """Write the MCP server NAME's headersHelper (`keyhelper headers`) where Claude Code
+    keeps it: ~/.claude.json (user, local) or ./.mcp.json (project)."""
+    from keyhelper.setup_hooks import setup_mcp
+
+    run(selection.verbose, lambda: setup_mcp(
+        name=name, scope=scope, profile=selection.profile, config=selection.config,
+        backends=selection.backends, dry_run=dry_run, echo=say, warn=warn))
+
+
+@setup.command("desktop")
+@selection_options
+@click.option("--file", "path", metavar="PATH", type=click.Path(),
+              help="Claude Desktop's config file (default: its Claude-3p config).")
+@DRY_RUN
+def setup_desktop_command(selection: Selection, path: str | None, dry_run: bool) -> None:
+    """Write Claude Desktop's inferenceCredentialHelper (`keyhelper desktop`)."""
+    from keyhelper.setup_hooks import setup_desktop
+
+    run(selection.verbose, lambda: setup_desktop(
+        path=path, profile=selection.profile, config=selection.config,
+        backends=selection.backends, dry_run=dry_run, echo=say))
+
+
 @main.command("set")
 @selection_options
 @click.argument("argv_key", nargs=-1, metavar="")

@@ -160,7 +160,7 @@ def count_connections(directory: Path, plain: bool, sessions: int,
 
 @pytest.mark.parametrize("plain", [False, True], ids=["keyhelper", "plain-script"])
 def test_many_mcp_connections_cost_one_backend_call(tmp_path: Path, plain: bool) -> None:
-    sessions, servers = int(os.environ.get("KEYHELPER_E2E_SESSIONS", "3")), 4
+    sessions, servers = int(os.environ.get("E2E_MCP_SESSIONS", "3")), 4
     calls, connections = count_connections(tmp_path, plain, sessions, servers)
     assert connections >= sessions * servers  # one run per server and session at least
     assert calls == (connections if plain else 1)
@@ -218,3 +218,22 @@ def test_bedrock_signs_with_the_exported_credentials(tmp_path: Path, moto_url: s
     ids = {m.group(1) for _, h in seen if (m := SIGV4.match(h.get("authorization", "")))}
     assert ids == {key_id}
     assert all(h.get("x-amz-security-token") for _, h in seen)
+
+
+def test_setup_mcp_writes_what_claude_code_runs(tmp_path: Path) -> None:
+    """``keyhelper setup mcp NAME`` on a server added without a helper: Claude Code then
+    connects with keyhelper's headers."""
+    source, _ = key_source(tmp_path, "mcp-token-1")
+    with mcp_server(tmp_path, "mcp-token-1") as server:
+        home = mcp_home(tmp_path, server, source)
+        state = home / ".claude.json"
+        bare = json.loads(state.read_text())
+        del bare["mcpServers"]["corp0"]["headersHelper"]
+        state.write_text(json.dumps(bare))
+        env = env_for(home, tmp_path, "http://127.0.0.1:9")
+        setup = subprocess.run([SCRIPT, "setup", "mcp", "corp0"], env=env, cwd=tmp_path,
+                               capture_output=True, text=True, timeout=30, check=False)
+        assert setup.returncode == 0, setup.stderr
+        code, out, err = run_claude(["mcp", "list"], env, tmp_path)
+    assert (code, f"corp0: {server.url} (HTTP) - ✔ Connected" in out) == (0, True), out + err
+    assert source.calls == 1
