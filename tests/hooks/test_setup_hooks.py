@@ -125,7 +125,7 @@ def test_a_file_others_can_write_is_refused(isolated_env: Path, tmp_path: Path,
     target = targets[command[0]]
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     target.write_text(json.dumps(claude_json(isolated_env, tmp_path)))
-    os.chmod(target, 0o666)
+    os.chmod(target, 0o666)  # noqa: S103 - the unsafe file under test
     run = keyhelper("setup", *command, cwd=str(tmp_path))
     assert (run.returncode, run.stdout) == (2, "")
     assert run.stderr == (f"keyhelper: config error: {target}: writable by others (mode 666); "
