@@ -224,3 +224,17 @@ def test_a_shape_hit_imports_only_the_lean_path(tmp_path: Path, write_config,  #
     assert not extra & FORBIDDEN, sorted(extra & FORBIDDEN)
     assert all(on_the_hit_path(m) for m in extra if m.startswith("keyhelper")), sorted(extra)
     assert len({m for m in extra if not m.startswith("keyhelper")}) <= 3, sorted(extra)
+
+
+@pytest.mark.parametrize(("shape", "context", "interactive"), [
+    ("desktop", "interactive", True), ("desktop", "background", False),
+    ("desktop", "mid-session-refresh", False), ("headers", "interactive", False),
+    ("", "interactive", False)])
+def test_only_desktop_saying_interactive_lets_a_backend_prompt(
+        write_config, shape: str, context: str, interactive: bool) -> None:  # type: ignore[no-untyped-def]
+    from keyhelper.base.files import Selection
+    from keyhelper.resolver import Run
+
+    write_config('chain = ["env"]\n')
+    run = Run(Selection(shape=shape), {"CLAUDE_HELPER_CONTEXT": context})
+    assert run.context.interactive is interactive
