@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from claude_cli import CLAUDE, ROOT, claude_env
-from countingcmd import CountingCommand
+from countingcmd import CountingCommand, counting_command
 from fake_anthropic import serve_gateway
 from helpers import SCRIPT
 from hook_servers import McpServer, mcp_server, recorder
@@ -43,15 +43,8 @@ def claude_installed() -> None:
 def key_source(directory: Path, key: str) -> tuple[CountingCommand, Path]:
     """A command backend that counts its calls and prints the key file's content (the
     token store a test rotates)."""
-    script, counter, key_file = (directory / "source.py", directory / "source.calls",
-                                 directory / "source.key")
-    script.write_text("import sys\nwith open(sys.argv[1], 'a') as c:\n    c.write('call\\n')\n"
-                      "print(open(sys.argv[2]).read().strip())\n")
-    key_file.write_text(key)
-    import sys
-
-    return CountingCommand([sys.executable, str(script), str(counter), str(key_file)],
-                           counter, key), key_file
+    key_file = directory / "source.key"
+    return counting_command(directory, key, name="source", key_file=key_file), key_file
 
 
 def home_with(directory: Path, config: str, settings: dict[str, object],

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from countingcmd import CountingCommand, counting_command
+from countingcmd import CountingCommand, counting_command, rotating_command
 from helpers import SCRIPT, keyhelper, loaded
 from hit_path import FORBIDDEN, on_the_hit_path
 
@@ -177,18 +177,9 @@ def test_bad_shape_config_is_a_config_error(write_config, text: str, message: st
 
 # --- rotation detection: Claude Code re-runs a headersHelper after a 401/403 ----------------
 
-def rotating(directory: Path) -> CountingCommand:
-    script = directory / "rotating.py"
-    counter = directory / "rotating.calls"
-    script.write_text("import sys\nwith open(sys.argv[1], 'a') as c:\n    c.write('call\\n')\n"
-                      "with open(sys.argv[1]) as c:\n    n = len(c.read().splitlines())\n"
-                      "print(f'key-{n}')\n")
-    return CountingCommand([sys.executable, str(script), str(counter)], counter, "key-1")
-
-
 def test_a_repeat_call_for_the_same_server_refetches_another_server_does_not(
         tmp_path: Path, write_config) -> None:  # type: ignore[no-untyped-def]
-    source = rotating(tmp_path)
+    source = rotating_command(tmp_path)
     write_config('chain = ["src"]\n' + source.toml("src"))
     one = {**CLAUDE_ENV, "CLAUDE_CODE_MCP_SERVER_NAME": "one"}
     two = {**CLAUDE_ENV, "CLAUDE_CODE_MCP_SERVER_NAME": "two"}
