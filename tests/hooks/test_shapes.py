@@ -229,3 +229,17 @@ def test_only_desktop_saying_interactive_lets_a_backend_prompt(
     write_config('chain = ["env"]\n')
     run = Run(Selection(shape=shape), {"CLAUDE_HELPER_CONTEXT": context})
     assert run.context.interactive is interactive
+
+
+def test_a_shapes_record_others_could_have_written_is_ignored(sources, cache_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """The record decides which headers carry the key: one that is not private (another
+    user's, or open to others) is never read; the full path writes a good one over it."""
+    src, _ = sources
+    ok(keyhelper("headers"), f'{{"Authorization":"Bearer {src.key}"}}\n')
+    (record,) = cache_dir.glob("*.shapes")
+    forged = record.read_bytes().replace(b"Authorization", b"X-Leak")
+    record.write_bytes(forged)
+    record.chmod(0o644)
+    ok(keyhelper("headers"), f'{{"Authorization":"Bearer {src.key}"}}\n')
+    assert record.stat().st_mode & 0o777 == 0o600 and b"X-Leak" not in record.read_bytes()
+    assert src.calls == 1
