@@ -153,12 +153,11 @@ def shape_output(selection: Selection, env: Mapping[str, str]) -> str:
     settings = config.load(Selection(selection.backends, None, selection.config), env)
     found = read_shapes(settings)
     save_shapes(selection, env, found)
-    if selection.shape == shapes.HEADERS and selection.profile is None and not selection.backends:
-        mapped = found.profile_for(env)
-        if mapped is not None:
-            selection = Selection((), mapped, selection.config, selection.no_cache,
-                                  selection.verbose, selection.shape)
-    if selection.shape == shapes.DESKTOP and env.get(shapes.HELPER_CONTEXT) == "setup-test":
+    profile = shapes.mapped(selection, found, env)
+    if profile is not None:
+        selection = Selection((), profile, selection.config, selection.no_cache,
+                              selection.verbose, selection.shape)
+    if shapes.desktop_setup_test(selection, env):
         selection = Selection(selection.backends, selection.profile, selection.config, True,
                               selection.verbose, selection.shape)
     result = resolve(selection, env)

@@ -63,11 +63,10 @@ class Run:
             self.cache_problem = str(exc)
             state_dir = None
         registry = registry or Registry(allow=allowlist(self.settings.raw.get("plugins"), env))
-        self.context = Context(self.settings.profile, env, self.deadline, state_dir or "",
-                               now=now)
         # Claude Desktop says when a person is there to answer a prompt or a browser login.
-        self.context.interactive = (selection.shape == DESKTOP
-                                    and env.get(HELPER_CONTEXT) == "interactive")
+        interactive = selection.shape == DESKTOP and env.get(HELPER_CONTEXT) == "interactive"
+        self.context = Context(self.settings.profile, env, self.deadline, state_dir or "",
+                               now=now, interactive=interactive)
         self.chain = Chain(self.settings, registry, self.context)
         self.context.fetch_other = self.chain.fetch_named
         self.key = entry_key(selection, env)

@@ -169,21 +169,32 @@ def aws_fields(key: str) -> dict[str, str] | None:
     return fields
 
 
+def desktop_setup_test(selection: Selection, env: "Mapping[str, str]") -> bool:
+    """Claude Desktop testing its settings: the chain must really run (no cached answer)."""
+    return selection.shape == DESKTOP and env.get(HELPER_CONTEXT) == "setup-test"
+
+
+def mapped(selection: Selection, shapes: Shapes, env: "Mapping[str, str]") -> str | None:
+    """The MCP server's profile for ``keyhelper headers`` without --profile or --backend."""
+    if selection.shape != HEADERS or selection.profile is not None or selection.backends:
+        return None
+    return shapes.profile_for(env)
+
+
 def serve(selection: Selection, env: "Mapping[str, str]", argv: "Sequence[str]",
           hit: "Hit") -> str | None:
     """A shape's output from the cache (``hit``: keyhelper.cachepolicy.try_hit), or None
-    for the full path: no shapes record yet, an unmapped server's first call, a miss."""
-    if selection.shape == DESKTOP and env.get(HELPER_CONTEXT) == "setup-test":
-        return None  # Desktop testing its settings: the full path runs the chain itself
+    for the full path: no shapes record yet, Desktop's setup test, a miss."""
+    if desktop_setup_test(selection, env):
+        return None
     directory = cache_dir(env)
     data = read_in_private_dir(directory, record_name(selection, env))
     shapes = parse_shapes(data) if data is not None else None
     if shapes is None:
         return None
-    if selection.shape == HEADERS and selection.profile is None and not selection.backends:
-        mapped = shapes.profile_for(env)
-        if mapped is not None:
-            selection = Selection((), mapped, selection.config, shape=selection.shape)
-            argv = [*argv, "--profile", mapped]  # the refresh child refreshes this entry
+    profile = mapped(selection, shapes, env)
+    if profile is not None:
+        selection = Selection((), profile, selection.config, shape=selection.shape)
+        argv = [*argv, "--profile", profile]  # the refresh child refreshes this entry
     key = hit(selection, env, argv, marker_context(env))
     return None if key is None else render(selection.shape, key, shapes, selection.profile)
