@@ -21,7 +21,7 @@ from keyhelper import config
 from keyhelper.app import guarded, setup_logging
 from keyhelper.backend import aws_credentials
 from keyhelper.base import shapes
-from keyhelper.base.files import Selection, write_private
+from keyhelper.base.files import Selection, read_in_private_dir, write_private
 from keyhelper.errors import EXIT_OK, ConfigError, KeyhelperError
 from keyhelper.stores import CacheUnusable, FileCache
 
@@ -89,11 +89,14 @@ def read_shapes(settings: config.Settings) -> shapes.Shapes:
 
 
 def save_shapes(selection: Selection, env: Mapping[str, str], found: shapes.Shapes) -> None:
-    """Keep the record for the hit path; without a usable cache the full path serves."""
+    """Keep the record for the hit path (written only when it changes, as the route is);
+    without a usable cache the full path serves every call."""
     try:
         directory = FileCache.open(env).directory
-        path = os.path.join(directory, shapes.record_name(selection, env))
-        write_private(path, found.serialize())
+        name = shapes.record_name(selection, env)
+        data = found.serialize()
+        if read_in_private_dir(directory, name) != data:
+            write_private(os.path.join(directory, name), data)
     except (CacheUnusable, OSError):
         pass
 
