@@ -14,8 +14,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from loopback import loopback_server
 
 
 @dataclass
@@ -185,13 +187,6 @@ def _stream(model: str, block: dict[str, Any]) -> list[tuple[str, dict[str, Any]
 @contextmanager
 def serve_gateway(valid_keys: set[str] | None = None) -> Iterator[Gateway]:
     gateway = Gateway(set(valid_keys or ()))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(gateway))
-    server.daemon_threads = True
-    gateway.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with loopback_server(_handler(gateway)) as server:
+        gateway.port = server.server_address[1]
         yield gateway
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -14,11 +14,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 from fixtures_openbao import free_port
+from loopback import loopback_server
 
 SUPPORT = Path(__file__).resolve().parent
 
@@ -104,13 +105,6 @@ def recorder(status: int = 200, body: bytes = b"{}") -> Iterator[Recorder]:
             self.end_headers()
             self.wfile.write(rec.body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    rec.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with loopback_server(Handler) as server:
+        rec.port = server.server_address[1]
         yield rec
-    finally:
-        server.shutdown()
-        server.server_close()
