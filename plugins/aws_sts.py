@@ -31,10 +31,11 @@ from keyhelper.backend import (
 )
 from keyhelper.errors import BackendError, ConfigError, Skip
 
+from .vault_http import is_loopback  # the same rule as Vault's: no DNS, 127/8, ::1
+
 DEFAULT_ENDPOINT = "https://sts.amazonaws.com"
 MAX_ANSWER = 65536
 _NS = "{https://sts.amazonaws.com/doc/2011-06-15/}"
-_LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
 class AwsStsBackend(Backend):
@@ -110,7 +111,7 @@ class AwsStsBackend(Backend):
         where = f"backends.{self.name}.endpoint"
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ConfigError(f"expected an https:// URL, got {url!r}", key=where)
-        if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+        if parts.scheme == "http" and not is_loopback(url):
             raise ConfigError("plain http would send the token unencrypted: use https",
                               key=where)
         timeout = self.context.timeout(self.config["timeout"])
