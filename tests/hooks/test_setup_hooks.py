@@ -131,3 +131,20 @@ def test_a_file_others_can_write_is_refused(isolated_env: Path, tmp_path: Path,
     assert run.stderr == (f"keyhelper: config error: {target}: writable by others (mode 666); "
                           f"fix with: chmod 600 {target}\n")
     assert json.loads(target.read_text()) == claude_json(isolated_env, tmp_path)
+
+
+def test_a_cloned_projects_mcp_json_symlink_is_not_followed(isolated_env: Path,
+                                                             tmp_path: Path) -> None:
+    """A checkout's .mcp.json that is a symlink (to the user's ~/.claude.json, say) is
+    refused, never written through."""
+    project = tmp_path / "clone"
+    project.mkdir()
+    target = isolated_env / ".claude.json"
+    target.write_text(json.dumps(claude_json(isolated_env, project)))
+    (project / ".mcp.json").symlink_to(target)
+    run = keyhelper("setup", "mcp", "corp", "--scope", "project", cwd=str(project))
+    assert (run.returncode, run.stdout) == (2, "")
+    assert run.stderr == (f"keyhelper: config error: {project / '.mcp.json'}: a symlink, not "
+                          "followed: put a regular file in its place (or edit the file it "
+                          "points to yourself)\n")
+    assert json.loads(target.read_text()) == claude_json(isolated_env, project)
