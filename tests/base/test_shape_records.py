@@ -14,6 +14,7 @@ from keyhelper.base import shapes
 # What AWS issues: key ids, base64 secrets and tokens (no quote, backslash or comma).
 AWS_TEXT = st.text(alphabet=st.sampled_from(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-:."), min_size=1)
+# What TOML can hold (no lone surrogates), without the record's separator (hooks.py refuses it).
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",),
                                       blacklist_characters=shapes.SEP), min_size=1)
 
@@ -44,8 +45,9 @@ def test_anything_else_is_no_aws_document_on_the_hit_path(key: str) -> None:
 
 
 @given(st.dictionaries(TEXT, TEXT), st.lists(st.tuples(TEXT, TEXT)),
-       st.dictionaries(st.text(alphabet=st.characters(blacklist_characters=shapes.SEP)),
-                       st.lists(st.tuples(TEXT, TEXT))))
+       st.dictionaries(st.text(alphabet=st.characters(blacklist_categories=("Cs",),
+                                                      blacklist_characters=shapes.SEP)),
+                       st.lists(st.tuples(TEXT, TEXT))))  # "" is the top level
 def test_the_shapes_record_reads_back(servers: dict[str, str], urls: list[tuple[str, str]],
                                       headers: dict[str, list[tuple[str, str]]]) -> None:
     record = shapes.Shapes()
