@@ -120,7 +120,10 @@ def marker_context(env: "Mapping[str, str]") -> str:
     """What tells one MCP server's calls from another's in rotation detection: Claude Code
     runs one headersHelper per server, so a second server's first call is no repeat."""
     name = env.get(MCP_NAME)
-    return "" if name is None else ".mcp-" + digest(name)[:16]
+    if name is None:
+        return ""
+    # Hashed as bytes: a name that is no UTF-8 comes surrogate-escaped from the environment.
+    return ".mcp-" + digest(name.encode("utf-8", "surrogateescape").hex())[:16]
 
 
 # --- rendering ---------------------------------------------------------------------------

@@ -243,3 +243,15 @@ def test_a_shapes_record_others_could_have_written_is_ignored(sources, cache_dir
     ok(keyhelper("headers"), f'{{"Authorization":"Bearer {src.key}"}}\n')
     assert record.stat().st_mode & 0o777 == 0o600 and b"X-Leak" not in record.read_bytes()
     assert src.calls == 1
+
+
+def test_a_server_name_that_is_not_utf8_is_served(sources) -> None:  # type: ignore[no-untyped-def]
+    """The name is only remembered (hashed) for rotation detection: bytes that are no UTF-8
+    do not break the hit or the full path."""
+    src, _ = sources
+    env = {**CLAUDE_ENV, "CLAUDE_CODE_MCP_SERVER_NAME": "bad\udcff"}  # the byte 0xff
+    expected = f'{{"Authorization":"Bearer {src.key}"}}\n'
+    ok(keyhelper("headers", env=env), expected)
+    ok(keyhelper("headers", env={**env, "CLAUDE_CODE_MCP_SERVER_NAME": "other\udcff"}),
+       expected)
+    assert src.calls == 1
