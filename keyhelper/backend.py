@@ -25,7 +25,8 @@ from keyhelper.base import records
 from keyhelper.base.files import MISSING, home, read_user_file
 from keyhelper.base.files import read_file_private as read_state_file
 from keyhelper.base.files import write_private as write_state_file
-from keyhelper.errors import ConfigError, DeadlineExceeded
+from keyhelper.base.shapes import aws_key
+from keyhelper.errors import BackendError, ConfigError, DeadlineExceeded
 from keyhelper.redact import fingerprint
 
 # How private a user's file must be (keyhelper.base.files.read_user_file).
@@ -35,8 +36,8 @@ Privacy = Literal["always", "own", "never"]
 # of key and credential files (the rules of SECURITY.md), private state files in
 # ``Context.state_dir`` and the one record format for them, the user's home. (Also:
 # :func:`login_name`, :func:`call_with_timeout` below, and keyhelper.oskeyring.OsKeyring.)
-__all__ = ["MISSING", "Backend", "Context", "Login", "Option", "Privacy", "Token",
-           "call_with_timeout",
+__all__ = ["AWS_REFRESH_MARGIN", "MISSING", "Backend", "Context", "Login", "Option", "Privacy",
+           "Token", "aws_credentials", "call_with_timeout",
            "dump_record", "home", "load_record", "login_name", "option_fits",
            "read_state_file", "read_user_file", "record_number", "wall_clock",
            "write_state_file"]
@@ -151,6 +152,9 @@ class Context:
     fetch_other: Callable[[str], Token] = field(repr=False,
                                                 default=lambda name: _no_resolver(name))
     now: Callable[[], float] = field(default=lambda: wall_clock())
+    # Whether a person can answer now (Claude Desktop's CLAUDE_HELPER_CONTEXT=interactive):
+    # a backend may prompt or open a browser only then. The get path is never interactive.
+    interactive: bool = False
 
     def remaining(self) -> float:
         """Seconds left before the run's deadline; raises when none are left."""
@@ -273,6 +277,26 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def fetch(self) -> Token:
         """Return the key, raise ``Skip`` when not configured here, raise to fail."""
+
+
+# Claude Code asks awsCredentialExport again 5 minutes before Expiration: credentials that
+# close to it are no use to it, so they count as expired then (the cache drops them earlier).
+AWS_REFRESH_MARGIN = 300.0
+
+
+def aws_credentials(access_key_id: str, secret_access_key: str, session_token: str | None,
+                    expiration: float) -> Token:
+    """AWS credentials as a key: the compact document ``keyhelper aws-credentials`` prints
+    (docs/hooks.md), ``Expiration`` (epoch seconds) written as AWS writes it."""
+    from datetime import UTC, datetime
+
+    when = datetime.fromtimestamp(int(expiration), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    fields = {"AccessKeyId": access_key_id, "SecretAccessKey": secret_access_key,
+              "SessionToken": session_token or "", "Expiration": when}
+    for value in fields.values():
+        if any(ch in value for ch in '",\\') or not value.isascii() or not value.isprintable():
+            raise BackendError("the AWS credentials hold characters AWS never issues")
+    return Token(aws_key(fields), int(expiration) - AWS_REFRESH_MARGIN)  # as printed
 
 
 def option_fits(value: Any, spec: Option) -> bool:

@@ -191,6 +191,28 @@ def jwks_command(selection: Selection) -> None:
     run(selection.verbose, lambda: jwks.print_jwks(selection, os.environ, say))
 
 
+def shape_command(shape: str, summary: str) -> None:
+    """``keyhelper SHAPE [selection]``: the key as another Claude Code hook reads it. Served
+    by keyhelper.console like the plain get; click sees it for --help and usage errors."""
+    def command(selection: Selection) -> None:
+        from keyhelper.hooks import run_shape
+
+        sys.exit(run_shape(Selection(selection.backends, selection.profile, selection.config,
+                                     selection.no_cache, selection.verbose, shape)))
+
+    command.__doc__ = summary
+    main.command(shape)(selection_options(command))
+
+
+shape_command("headers", "Print a JSON object of headers with the key (MCP headersHelper, "
+              "otelHeadersHelper); the profile's `headers` table, or the MCP server's "
+              "profile from [mcp]. See docs/hooks.md.")
+shape_command("aws-credentials", "Print the AWS credential document (Bedrock's "
+              "awsCredentialExport), Expiration included. See docs/hooks.md.")
+shape_command("desktop", 'Print Claude Desktop\'s {"token", "headers"}; honours '
+              "CLAUDE_HELPER_CONTEXT. See docs/hooks.md.")
+
+
 @main.group(cls=KeyhelperGroup)
 def setup() -> None:
     """Configure a client to use keyhelper."""
@@ -212,6 +234,75 @@ def setup_claude_code(selection: Selection, scope: str, ttl_ms: int | None,
     run(selection.verbose, lambda: do_setup(
         scope=scope, profile=selection.profile, config=selection.config,
         backends=selection.backends, ttl_ms=ttl_ms, dry_run=dry_run, echo=say, warn=warn))
+
+
+DRY_RUN = click.option("--dry-run", is_flag=True, help="Show the change; write nothing.")
+SETTINGS_SCOPE = click.option("--scope", type=click.Choice(["user", "project"]), default="user",
+                              show_default=True,
+                              help="~/.claude/settings.json or ./.claude/settings.json.")
+
+
+@setup.command("otel")
+@selection_options
+@SETTINGS_SCOPE
+@DRY_RUN
+def setup_otel(selection: Selection, scope: str, dry_run: bool) -> None:
+    """Write otelHeadersHelper (`keyhelper headers`) into Claude Code's settings."""
+    from keyhelper.setup_hooks import setup_settings_hook
+
+    run(selection.verbose, lambda: setup_settings_hook(
+        hook="otelHeadersHelper", scope=scope, profile=selection.profile,
+        config=selection.config, backends=selection.backends, env={}, dry_run=dry_run,
+        echo=say, warn=warn))
+
+
+@setup.command("bedrock")
+@selection_options
+@SETTINGS_SCOPE
+@click.option("--region", metavar="REGION", help="Also set env.AWS_REGION.")
+@DRY_RUN
+def setup_bedrock(selection: Selection, scope: str, region: str | None, dry_run: bool) -> None:
+    """Write awsCredentialExport (`keyhelper aws-credentials`) and
+    env.CLAUDE_CODE_USE_BEDROCK into Claude Code's settings."""
+    from keyhelper.setup_hooks import setup_settings_hook
+
+    env = {"CLAUDE_CODE_USE_BEDROCK": "1", **({"AWS_REGION": region} if region else {})}
+    run(selection.verbose, lambda: setup_settings_hook(
+        hook="awsCredentialExport", scope=scope, profile=selection.profile,
+        config=selection.config, backends=selection.backends, env=env, dry_run=dry_run,
+        echo=say, warn=warn))
+
+
+@setup.command("mcp")
+@selection_options
+@click.argument("name")
+@click.option("--scope", type=click.Choice(["local", "project", "user"]),
+              help="Where Claude Code keeps the server (default: where it is found, in "
+                   "Claude Code's order local, project, user).")
+@DRY_RUN
+def setup_mcp_command(selection: Selection, name: str, scope: str | None,
+                      dry_run: bool) -> None:
+    """Write the MCP server NAME's headersHelper (`keyhelper headers`) where Claude Code
+    keeps it: ~/.claude.json (user, local) or ./.mcp.json (project)."""
+    from keyhelper.setup_hooks import setup_mcp
+
+    run(selection.verbose, lambda: setup_mcp(
+        name=name, scope=scope, profile=selection.profile, config=selection.config,
+        backends=selection.backends, dry_run=dry_run, echo=say, warn=warn))
+
+
+@setup.command("desktop")
+@selection_options
+@click.option("--file", "path", metavar="PATH", type=click.Path(),
+              help="Claude Desktop's config file (default: its Claude-3p config).")
+@DRY_RUN
+def setup_desktop_command(selection: Selection, path: str | None, dry_run: bool) -> None:
+    """Write Claude Desktop's inferenceCredentialHelper (`keyhelper desktop`)."""
+    from keyhelper.setup_hooks import setup_desktop
+
+    run(selection.verbose, lambda: setup_desktop(
+        path=path, profile=selection.profile, config=selection.config,
+        backends=selection.backends, dry_run=dry_run, echo=say))
 
 
 @main.command("set")

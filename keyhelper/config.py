@@ -21,6 +21,7 @@ from keyhelper.configfile import (
     DEFAULT_DEADLINE,
     DEFAULT_STALE_GRACE,
     MAX_CONFIG_BYTES,
+    MCP_KEYS,
     PLUGINS_KEYS,
     PROFILE_KEYS,
     SETTINGS,
@@ -108,6 +109,7 @@ def load(selection: Selection, env: Mapping[str, str]) -> Settings:
     top = check_table(raw, TOP_LEVEL, source=label, prefix="")
     check_table(top.get("plugins", {}), PLUGINS_KEYS, source=label, prefix="plugins.")
     check_audit(top.get("audit", {}), source=label)
+    check_table(top.get("mcp", {}), MCP_KEYS, source=label, prefix="mcp.")
 
     backends: dict[str, BackendSpec] = {}
     for name, table in top.get("backends", {}).items():

@@ -48,8 +48,14 @@ SETTINGS: dict[str, Option] = {
 }
 
 
+# The hooks' output shapes (keyhelper.hooks, docs/hooks.md): headers with "{key}" in them.
+HEADERS = Option(dict, item_type=str, help='headers for `keyhelper headers`/`desktop`, '
+                                           '"{key}" standing for the key')
+
 TOP_LEVEL: dict[str, Option] = {
     "chain": Option(list, item_type=str),
+    "headers": HEADERS,
+    "mcp": Option(dict),
     "backends": Option(dict),
     "profiles": Option(dict),
     "plugins": Option(dict),
@@ -58,7 +64,14 @@ TOP_LEVEL: dict[str, Option] = {
 }
 
 
-PROFILE_KEYS: dict[str, Option] = {"chain": Option(list, item_type=str), **SETTINGS}
+PROFILE_KEYS: dict[str, Option] = {"chain": Option(list, item_type=str), "headers": HEADERS,
+                                   **SETTINGS}
+
+
+MCP_KEYS: dict[str, Option] = {
+    "servers": Option(dict, item_type=str, help="MCP server name -> profile"),
+    "urls": Option(dict, item_type=str, help="MCP server URL prefix -> profile"),
+}
 
 
 PLUGINS_KEYS: dict[str, Option] = {

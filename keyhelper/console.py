@@ -37,15 +37,24 @@ def main(site_loaded: bool = True) -> None:
     # -v is a person diagnosing: the full path says what it does, hit or miss.
     if not (selection.no_cache or selection.verbose) and os.environ.get(
             "KEYHELPER_NO_CACHE") != "1":
-        key = try_hit(selection, os.environ, sys.argv[1:])
-        if key is None:
-            key = wait_turn(selection, os.environ, sys.argv[1:])
+        if selection.shape:  # a hook's JSON (keyhelper.base.shapes)
+            from keyhelper.base.shapes import serve
+
+            key = serve(selection, os.environ, sys.argv[1:], try_hit)
+        else:
+            key = try_hit(selection, os.environ, sys.argv[1:])
+            if key is None:
+                key = wait_turn(selection, os.environ, sys.argv[1:])
         if key is not None:
             sys.stdout.write(key + "\n")
             sys.stdout.flush()
             return
     if not site_loaded:
         load_site()
+    if selection.shape:
+        from keyhelper.hooks import run_shape
+
+        sys.exit(run_shape(selection))
     from keyhelper.app import run_get
 
     sys.exit(run_get(selection))

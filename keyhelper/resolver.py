@@ -20,6 +20,7 @@ from keyhelper.base.caller import caller_id
 from keyhelper.base.files import Selection, read_in_private_dir, write_private
 from keyhelper.base.lock import release_handed
 from keyhelper.base.records import Entry, entry_key, route_path, serialize_route
+from keyhelper.base.shapes import DESKTOP, HELPER_CONTEXT, marker_context
 from keyhelper.cachepolicy import fetcher as policy_fetcher
 from keyhelper.chain import Chain, Link
 from keyhelper.errors import Attempt
@@ -64,8 +65,10 @@ class Run:
             state_dir = None
         registry = registry or Registry(allow=allowlist(self.settings.raw.get("plugins"), env),
                                         index_dir=state_dir)
+        # Claude Desktop says when a person is there to answer a prompt or a browser login.
+        interactive = selection.shape == DESKTOP and env.get(HELPER_CONTEXT) == "interactive"
         self.context = Context(self.settings.profile, env, self.deadline, state_dir or "",
-                               now=now)
+                               now=now, interactive=interactive)
         self.chain = Chain(self.settings, registry, self.context)
         self.context.fetch_other = self.chain.fetch_named
         self.key = entry_key(selection, env)
@@ -95,6 +98,8 @@ class Run:
         assert self.cache is not None
         cache = self.cache
         caller = caller_id(self.env) if self.settings.setting("rotation_detection") else None
+        if caller is not None:  # one headersHelper per MCP server (keyhelper.base.shapes)
+            caller += marker_context(self.env)
 
         return policy_fetcher.CachedFetcher(
             store, cache.directory, self.key, self.rules(), self.env, now=self.now,

@@ -98,9 +98,10 @@ def settings_path(scope: str, home: str, cwd: str) -> str:
 
 
 def helper_command(command: str, profile: str | None, config: str | None,
-                   backends: tuple[str, ...]) -> str:
-    """``command`` (from :func:`installed_command`, shell-quoted already) and the selection."""
-    argv: list[str] = []
+                   backends: tuple[str, ...], shape: str = "") -> str:
+    """``command`` (from :func:`installed_command`, shell-quoted already) and the selection;
+    ``shape`` a hook's (keyhelper.base.shapes)."""
+    argv: list[str] = [shape] if shape else []
     if config:
         argv += ["--config", os.path.abspath(os.path.expanduser(config))]
     if profile:
@@ -180,6 +181,16 @@ def read_settings(path: str) -> str | None:
 
 
 def plan(path: str, helper: str, ttl_ms: int | None) -> Plan:
+    def edit(settings: dict[str, Any]) -> None:
+        settings["apiKeyHelper"] = helper
+        if ttl_ms is not None:
+            json_object(settings, "env", path)["CLAUDE_CODE_API_KEY_HELPER_TTL_MS"] = str(ttl_ms)
+
+    return plan_edit(path, edit)
+
+
+def plan_edit(path: str, edit: Callable[[dict[str, Any]], None]) -> Plan:
+    """The change ``edit`` makes to a JSON settings file (merged: every other key kept)."""
     check_dir(os.path.dirname(path))
     before = read_settings(path)
     settings: dict[str, Any] = {}
@@ -194,17 +205,20 @@ def plan(path: str, helper: str, ttl_ms: int | None) -> Plan:
         if not isinstance(loaded, dict):
             raise ConfigError("expected a JSON object", source=path)
         settings = loaded
-    settings["apiKeyHelper"] = helper
-    if ttl_ms is not None:
-        env = settings.setdefault("env", {})
-        if not isinstance(env, dict):
-            raise ConfigError("expected a JSON object", source=path, key="env")
-        env["CLAUDE_CODE_API_KEY_HELPER_TTL_MS"] = str(ttl_ms)
+    edit(settings)
     try:
         after = json.dumps(settings, indent=2) + "\n"
     except RecursionError:
         raise ConfigError(TOO_DEEP, source=path) from None
     return Plan(path, before, after)
+
+
+def json_object(parent: dict[str, Any], key: str, path: str, where: str = "") -> dict[str, Any]:
+    """``parent[key]``, a JSON object (made if absent); ConfigError if it is something else."""
+    value = parent.setdefault(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError("expected a JSON object", source=path, key=where + key)
+    return value
 
 
 def apply(change: Plan, now: float | None = None) -> str | None:
@@ -226,6 +240,12 @@ def setup(*, scope: str, profile: str | None, config: str | None, backends: tupl
     change = plan(path, helper, ttl_ms)
     if scope == "project":
         warn(PROJECT_WARNING)
+    return carry_out(change, f"apiKeyHelper = {helper}", dry_run, echo)
+
+
+def carry_out(change: Plan, summary: str, dry_run: bool, echo: Echo) -> int:
+    """Write a planned change (with a backup), or show it (dry run), or say it is there."""
+    path = change.path
     if not change.changed:
         echo(f"{path}: already set up, nothing to change")
         return 0
@@ -237,7 +257,7 @@ def setup(*, scope: str, profile: str | None, config: str | None, backends: tupl
         echo("dry run: nothing written")
         return 0
     backup = apply(change)
-    echo(f"{path}: apiKeyHelper = {helper}")
+    echo(f"{path}: {summary}")
     if backup:
         echo(f"backup of the previous file: {backup}")
     return 0

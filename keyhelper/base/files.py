@@ -40,23 +40,31 @@ _DIR_FD = os.open in getattr(os, "supports_dir_fd", set())
 class Selection:
     """What the command line selects: the chain and where its configuration lives."""
 
-    __slots__ = ("backends", "config", "no_cache", "profile", "verbose")
+    __slots__ = ("backends", "config", "no_cache", "profile", "shape", "verbose")
 
     def __init__(self, backends: "Sequence[str]" = (), profile: str | None = None,
-                 config: str | None = None, no_cache: bool = False, verbose: bool = False):
+                 config: str | None = None, no_cache: bool = False, verbose: bool = False,
+                 shape: str = ""):
         self.backends = tuple(backends)
         self.profile = profile
         self.config = config
         self.no_cache = no_cache
         self.verbose = verbose
+        # "" prints the bare key; else a hook's output shape (keyhelper.base.shapes.SHAPES)
+        self.shape = shape
 
 
+# The output shapes of Claude Code's other hooks (keyhelper.base.shapes), given as a command.
+SHAPE_COMMANDS = ("headers", "aws-credentials", "desktop")
 _VALUE_OPTIONS = {"--backend": "backends", "-b": "backends", "--profile": "profile",
                   "-p": "profile", "--config": "config", "-c": "config"}
 
 
 def parse_get_args(argv: "Sequence[str]") -> "Selection | None":
-    """Parse a plain get (``keyhelper [selection options]``); None for anything else."""
+    """Parse a plain get (``keyhelper [SHAPE] [selection options]``); None for anything else."""
+    shape = ""
+    if argv and argv[0] in SHAPE_COMMANDS:
+        shape, argv = argv[0], argv[1:]
     backends: list[str] = []
     found: dict[str, str] = {}
     flags = {"no_cache": False, "verbose": False}
@@ -90,7 +98,7 @@ def parse_get_args(argv: "Sequence[str]") -> "Selection | None":
             found[field] = value
         i += 1
     return Selection(backends, found.get("profile"), found.get("config"),
-                     flags["no_cache"], flags["verbose"])
+                     flags["no_cache"], flags["verbose"], shape)
 
 
 APP = "keyhelper"

@@ -165,12 +165,13 @@ def stale_servable(entry: "Entry | None", env_names: "Sequence[str]", env: "Mapp
 # --- a hit -------------------------------------------------------------------------------
 
 def try_hit(selection: "Selection", env: "Mapping[str, str]",
-            argv: "Sequence[str]" = ()) -> str | None:
+            argv: "Sequence[str]" = (), context: str = "") -> str | None:
     """The key for this selection: from the route's env/file steps (read now), else from a
     fresh cache entry that is safe to serve; None hands over to the full path.
 
     A miss (None) also when the calling Claude Code process is asking again for the key it
     was just given: the full path then fetches anew, rate-limited, under the lock.
+    ``context`` tells apart the callers within one process (an MCP server's headersHelper).
     """
     directory = cache_dir(env)
     key = entry_key(selection, env)
@@ -188,7 +189,7 @@ def try_hit(selection: "Selection", env: "Mapping[str, str]",
 
         calling = caller.caller_id(env)
         if calling is not None:
-            marker = marker_path(directory, key, calling)
+            marker = marker_path(directory, key, calling + context)
             if rejected(entry, read_marker(marker), env, now):
                 return None
     if refresh_due(entry, now):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from cache_entry import entry_path, wait_for_refresh_lock
-from countingcmd import CountingCommand, counting_command
+from countingcmd import CountingCommand, counting_command, rotating_command
 from helpers import SCRIPT, keyhelper
 
 from keyhelper import cachepolicy
@@ -27,19 +27,6 @@ from keyhelper.base import files as kpaths
 from keyhelper.base import records as kentry
 
 CLAUDE_ENV = {"AI_AGENT": "claude-code_2.1.332_harness", "CLAUDE_CODE_ENTRYPOINT": "sdk-cli"}
-
-
-def rotating_command(directory: Path) -> CountingCommand:
-    """A backend whose key changes on every call: key-1, key-2 ..."""
-    script = directory / "rotating.py"
-    counter = directory / "rotating.calls"
-    script.write_text(
-        "import sys\n"
-        "with open(sys.argv[1], 'a') as c:\n    c.write('call\\n')\n"
-        "with open(sys.argv[1]) as c:\n    n = len(c.read().splitlines())\n"
-        "if n in {int(x) for x in sys.argv[2:]}:\n    sys.exit('backend down')\n"
-        "print(f'key-{n}')\n")
-    return CountingCommand([sys.executable, str(script), str(counter)], counter, "key-1")
 
 
 def config_for(write_config, command: CountingCommand, extra: str = "") -> None:  # type: ignore[no-untyped-def]

@@ -22,9 +22,10 @@ from keyhelper.registry import GROUP
 KEY = "sk-ant-Config_0123456789"
 # Every backend type installed (the built-ins, plus any plugin in this environment).
 TYPES = ", ".join(sorted({ep.name for ep in metadata.entry_points(group=GROUP)}))
-TOP_KEYS = ("audit, backends, cache, chain, deadline, plugins, profiles, refresh_ahead, "
-            "rotation_detection, stale_grace, ttl")
-PROFILE_KEYS = ("cache, chain, deadline, refresh_ahead, rotation_detection, stale_grace, ttl")
+TOP_KEYS = ("audit, backends, cache, chain, deadline, headers, mcp, plugins, profiles, "
+            "refresh_ahead, rotation_detection, stale_grace, ttl")
+PROFILE_KEYS = ("cache, chain, deadline, headers, refresh_ahead, rotation_detection, "
+                "stale_grace, ttl")
 
 
 def assert_config_error(run_args: tuple[str, ...], expected: str,

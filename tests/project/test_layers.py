@@ -31,6 +31,7 @@ LAYERS = {
     "resolver": 3, "testing": 3,
     "console": 4, "cli": 4, "app": 4, "refresh": 4, "diagnose": 4, "jwks": 4, "keystore": 4,
     "setup_claude": 4, "signin": 4, "launcher": 4, "__main__": 4, "gateway": 4,
+    "hooks": 4, "setup_hooks": 4,
 }
 CONTRACT = {"keyhelper.backend", "keyhelper.errors", "keyhelper.redact"}
 PLUGIN_API = {*CONTRACT, "keyhelper.oskeyring"}

@@ -23,6 +23,8 @@ BUILT_INS = {
     "jwt": "keyhelper_plugins.jwt:JwtBackend",
     "keyring": "keyhelper_plugins.keyring:KeyringBackend",
     "oidc": "keyhelper_plugins.oidc:OidcBackend",
+    "aws_sts": "keyhelper_plugins.aws_sts:AwsStsBackend",
+    "vault_aws": "keyhelper_plugins.vault_aws:VaultAwsBackend",
 }
 
 

@@ -19,10 +19,14 @@ _SCRIPT = """\
 import sys
 with open(sys.argv[1], "a") as counter:
     counter.write("call\\n")
-if len(sys.argv) > 2:
+if len(sys.argv) > 2 and sys.argv[2]:
     with open(sys.argv[2]) as gate:  # blocks until the test opens the FIFO for writing
         gate.read()
-print({key!r})
+if len(sys.argv) > 3:  # the key is this file's content (a test rotates it there)
+    with open(sys.argv[3]) as key_file:
+        print(key_file.read().strip())
+else:
+    print({key!r})
 """
 
 
@@ -45,12 +49,29 @@ class CountingCommand:
 
 
 def counting_command(directory: Path, key: str = KEY, gate: Path | None = None,
-                     name: str = "backend") -> CountingCommand:
-    """Write the script into ``directory``; ``gate`` is a FIFO the script waits on."""
+                     name: str = "backend", key_file: Path | None = None) -> CountingCommand:
+    """Write the script into ``directory``; ``gate`` is a FIFO the script waits on;
+    ``key_file``, if given, holds the key (written now with ``key``; rewrite it to rotate)."""
     script = directory / f"{name}.py"
     script.write_text(_SCRIPT.format(key=key))
     counter = directory / f"{name}.calls"
     argv = [sys.executable, str(script), str(counter)]
-    if gate is not None:
-        argv.append(str(gate))
+    if gate is not None or key_file is not None:
+        argv.append(str(gate or ""))
+    if key_file is not None:
+        key_file.write_text(key)
+        argv.append(str(key_file))
     return CountingCommand(argv, counter, key)
+
+
+def rotating_command(directory: Path) -> CountingCommand:
+    """A backend whose key changes on every call: key-1, key-2 ..."""
+    script = directory / "rotating.py"
+    counter = directory / "rotating.calls"
+    script.write_text(
+        "import sys\n"
+        "with open(sys.argv[1], 'a') as c:\n    c.write('call\\n')\n"
+        "with open(sys.argv[1]) as c:\n    n = len(c.read().splitlines())\n"
+        "if n in {int(x) for x in sys.argv[2:]}:\n    sys.exit('backend down')\n"
+        "print(f'key-{n}')\n")
+    return CountingCommand([sys.executable, str(script), str(counter)], counter, "key-1")

@@ -14,8 +14,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from loopback import loopback_server
 
 
 @dataclass
@@ -35,6 +37,13 @@ class Gateway:
     reply_text: str = "hi"
     lock: threading.Lock = field(default_factory=threading.Lock)
     port: int = 0
+    # A tool to call (name, input) when the request offers it: the model's first answer is
+    # that tool_use; once the tool's result is in the conversation, the answer is the text
+    # "tool said: <result>". ``before_tool_use`` runs just before that answer is sent.
+    tool_use: tuple[str, dict[str, Any]] | None = None
+    before_tool_use: Callable[[], None] | None = None
+    tool_results: list[str] = field(default_factory=list)
+    tools_offered: list[list[str]] = field(default_factory=list)  # per scripted request
 
     @property
     def url(self) -> str:
@@ -97,6 +106,11 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             if path.startswith("/v1/messages/count_tokens"):
                 self._send(200, b'{"input_tokens": 5}', "application/json")
                 return
+            content = _tool_turn(gateway, body)
+            if content is not None:
+                self._send(200, _sse(_stream(body.get("model", "claude-test"), content)),
+                           "text/event-stream")
+                return
             model = body.get("model", "claude-test")
             message = {"id": "msg_e2e", "type": "message", "role": "assistant", "model": model,
                        "content": [], "stop_reason": None, "stop_sequence": None,
@@ -124,16 +138,59 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def _tool_turn(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any] | None:
+    """The content block of a scripted tool turn (see Gateway.tool_use), or None."""
+    if gateway.tool_use is None or not body.get("stream"):
+        return None
+    name, arguments = gateway.tool_use
+    with gateway.lock:
+        gateway.tools_offered.append([str(t.get("name")) for t in body.get("tools") or []])
+    if not any(tool.get("name") == name for tool in body.get("tools") or []):
+        return None
+    last = (body.get("messages") or [{}])[-1]
+    blocks = last.get("content") if isinstance(last.get("content"), list) else []
+    for block in blocks:
+        if block.get("type") == "tool_result":
+            inner = block.get("content")
+            text = inner if isinstance(inner, str) else "".join(
+                part.get("text", "") for part in inner or [])
+            with gateway.lock:
+                gateway.tool_results.append(text)
+            return {"type": "text", "text": f"tool said: {text}"}
+    if gateway.before_tool_use is not None:
+        gateway.before_tool_use()
+    return {"type": "tool_use", "id": "toolu_e2e", "name": name, "input": arguments}
+
+
+def _stream(model: str, block: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The SSE events of an answer with one content block (text or tool_use)."""
+    message = {"id": "msg_e2e", "type": "message", "role": "assistant", "model": model,
+               "content": [], "stop_reason": None, "stop_sequence": None,
+               "usage": {"input_tokens": 5, "output_tokens": 1}}
+    if block["type"] == "text":
+        start, delta = {"type": "text", "text": ""}, {"type": "text_delta",
+                                                      "text": block["text"]}
+        stop = "end_turn"
+    else:
+        start = {**block, "input": {}}
+        delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
+        stop = "tool_use"
+    return [
+        ("message_start", {"type": "message_start", "message": message}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": start}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("message_delta", {"type": "message_delta",
+                           "delta": {"stop_reason": stop, "stop_sequence": None},
+                           "usage": {"output_tokens": 1}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+
+
 @contextmanager
 def serve_gateway(valid_keys: set[str] | None = None) -> Iterator[Gateway]:
     gateway = Gateway(set(valid_keys or ()))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(gateway))
-    server.daemon_threads = True
-    gateway.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with loopback_server(_handler(gateway)) as server:
+        gateway.port = server.server_address[1]
         yield gateway
-    finally:
-        server.shutdown()
-        server.server_close()
