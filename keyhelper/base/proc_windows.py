@@ -50,7 +50,9 @@ def parse_filetime(data: bytes) -> int:
 def parse_image_name(data: bytes, chars: int) -> str:
     """The name of the executable in a full image path (UTF-16, ``chars`` long): lower
     case, without ``.exe``; what the walk compares with its launchers."""
-    path = data[:2 * chars].decode("utf-16-le", "replace")
+    # "utf-16", not "utf-16-le": decoded without importing a codec module (every Windows
+    # is little-endian, and a path starts with no byte-order mark).
+    path = data[:2 * chars].decode("utf-16", "replace")
     name = path.rsplit("\\", 1)[-1].lower()
     return name[:-4] if name.endswith(".exe") else name
 
