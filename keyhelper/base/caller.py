@@ -22,8 +22,11 @@ if TYPE_CHECKING:
 
     Lookup = Callable[[int], "tuple[str, int, int] | None"]
 
+# Shells and the programs that start the helper as their child (uvx and pipx run a tool so);
+# each proc module adds its OS's own (cmd.exe and console-script launchers on Windows).
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "ash", "busybox",
-                    "env", "nice", "timeout", "time", "sudo", "doas", "xargs", "tcsh", "csh"})
+                    "env", "nice", "timeout", "time", "sudo", "doas", "xargs", "tcsh", "csh",
+                    "uv", "uvx", "pipx"})
 MAX_DEPTH = 8
 
 

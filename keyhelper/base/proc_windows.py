@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 # virtual environment's python.exe (it starts the base interpreter). Claude Code itself is
 # claude.exe or node.exe.
 SKIP = frozenset({"cmd", "powershell", "pwsh", "keyhelper", "py", "pyw", "python",
-                  "pythonw", "python3", "uv", "uvx", "pipx"})
+                  "pythonw", "python3"})
 PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
 PROCESS_BASIC_INFORMATION = 0  # the information class
 NAME_CHARS = 1024

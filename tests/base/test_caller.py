@@ -43,6 +43,7 @@ def me(table: Table) -> int:
     ("claude", "python3"),  # bash 3.2 and zsh exec a lone command: Claude is the parent
     ("claude", "sh", "python3"),  # dash forks, and bash for "cmd 2>/dev/null" or "a; b"
     ("node", "bash", "env", "timeout", "python3"),
+    ("claude", "sh", "uv", "python3"),  # uvx keyhelper: uv runs the tool as its child
     ("claude", "sh", "sh", "sh", "sh", "sh", "sh", "sh", "python3"),  # 7 shells: in reach
 ])
 def test_the_caller_is_the_nearest_ancestor_that_is_not_a_shell(names: tuple[str, ...]) -> None:
