@@ -172,3 +172,19 @@ def test_real_shells_do_fork_so_the_walk_steps_past_them() -> None:
     assert shell_chain("dash", 'true; "$PY" -c "$HELPER"')[2] == "dash"
     assert shell_chain("bash", '"$PY" -c "$HELPER" 2>/dev/null')[2] == "bash"
     assert shell_chain("bash", '"$PY" -c "$HELPER"')[2].startswith("python")  # exec
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs another OS's calls to fail")
+@pytest.mark.parametrize(("platform", "module"), [("darwin", "keyhelper.base.proc_macos"),
+                                                  ("win32", "keyhelper.base.proc_windows")])
+def test_another_oss_calls_failing_give_no_identity(platform: str, module: str) -> None:
+    """The macOS and Windows lookups, run here, fail for real (no libSystem, no kernel32):
+    no identity, no exception, the plain TTL. Chosen by sys.platform, in a fresh process."""
+    code = ("import os, sys; sys.platform = sys.argv[1]\n"
+            "from keyhelper.base import caller\n"
+            "lookup, _ = caller.platform_lookup()\n"
+            "print(caller.caller_id(os.environ), lookup(os.getpid()), lookup.__module__)\n")
+    run = subprocess.run([sys.executable, "-c", code, platform],
+                         env={**os.environ, **CLAUDE_ENV}, capture_output=True, text=True,
+                         timeout=30)
+    assert (run.returncode, run.stdout, run.stderr) == (0, f"None None {module}\n", "")
