@@ -307,3 +307,43 @@ def test_the_refresh_command_line_round_trips_through_windows(windows: Windows) 
     """spawn.quote_windows as Windows' own argv parsing reads it back."""
     run = windows.run(windows.python, "-X", "utf8", windows.script("quoting.py", QUOTING))
     assert run.stdout.startswith("True "), run.stdout + run.stderr
+
+
+SPAWN = """\
+import _winapi, os, sys
+from keyhelper.base import spawn
+real, calls = _winapi.CreateProcess, []
+
+def create(app, command, process_attrs, thread_attrs, inherit, flags, env, cwd, info):
+    calls.append((flags, inherit, cwd, info.dwFlags, info.lpAttributeList["handle_list"]
+                  == [info.hStdInput] == [info.hStdOutput] == [info.hStdError],
+                  command.split(" -- ")[0].split(" ", 1)[1]))
+    if sys.argv[2] == "fail":  # not a job's denial: no second try
+        raise FileNotFoundError(2, "not found", None, 2)
+    if flags & spawn.CREATE_BREAKAWAY_FROM_JOB:  # a job without JOB_OBJECT_LIMIT_BREAKAWAY_OK
+        raise PermissionError(13, "Access is denied", None, spawn.ERROR_ACCESS_DENIED)
+    return real(app, f'"{sys.executable}" -c pass', process_attrs, thread_attrs, inherit,
+                flags, env, cwd, info)
+
+_winapi.CreateProcess = create
+print(spawn.spawn_refresh(sys.argv[1], "k", 12.5, ["--config", "c.toml"]))
+for call in calls:
+    print(hex(call[0]), *call[1:])
+"""
+
+
+@pytest.mark.parametrize(("mode", "printed"), [
+    ("ok", "True\n0x1000208 True Z:\\ 256 True -I -m keyhelper.refresh --take-lock 12.5\n"
+           "0x208 True Z:\\ 256 True -I -m keyhelper.refresh --take-lock 12.5\n"),
+    ("fail", "False\n0x1000208 True Z:\\ 256 True -I -m keyhelper.refresh --take-lock 12.5\n"),
+])
+def test_the_refresh_child_is_created_detached_retrying_inside_the_job(
+        windows: Windows, tmp_path: Path, mode: str, printed: str) -> None:
+    """What the hit asks CreateProcess for: DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP |
+    CREATE_BREAKAWAY_FROM_JOB, then without the breakaway when the job denies it (wine has
+    no jobs: the denial is staged by wrapping _winapi.CreateProcess), the standard handles
+    on one inheritable NUL handle and nothing else inherited, the drive's root as working
+    directory, and the child's isolated command line. Any other failure: no refresh."""
+    script = windows.script("spawn.py", SPAWN)
+    run = windows.run(windows.python, "-X", "utf8", script, windows_path(tmp_path), mode)
+    assert (run.returncode, run.stdout, run.stderr) == (0, printed, "")
