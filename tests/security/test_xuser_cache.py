@@ -34,8 +34,7 @@ from xuser import (
     run,
 )
 
-from keyhelper.base import caller as kcaller
-from keyhelper.base import failures, records
+from keyhelper.base import failures, proc_linux, records
 from keyhelper.base import records as kentry
 from keyhelper.base.files import Selection
 
@@ -257,7 +256,7 @@ def test_a_route_not_ours_and_private_is_not_followed(kind: str, planter: Plante
 
 def caller() -> str:
     """The Claude Code process keyhelper sees: this test process, its parent."""
-    info = kcaller._stat(os.getpid())
+    info = proc_linux.lookup(os.getpid())
     assert info is not None
     return f"{os.getpid()}-{info[2]}"
 
