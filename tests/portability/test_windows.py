@@ -4,9 +4,10 @@ console-script launcher ``keyhelper.exe`` as pip writes it, started the way Clau
 starts its helper: ``%ComSpec% /d /s /c "<apiKeyHelper>"`` from claude.exe.
 
 What wine shows faithfully: the process API (parent pids, creation times, image names),
-cmd.exe's and the launcher's process chains, msvcrt.locking's byte ranges, process
-creation flags and handle lists. What it does not model: job objects (breakaway), real
-ACL enforcement, and timing (every figure here is wine's, not Windows').
+cmd.exe's and the launcher's process chains, msvcrt.locking's byte ranges, which Windows
+handles a new process inherits. What it does not model: job objects (breakaway is staged
+below), ACLs (mapped onto Unix modes), the Unix stderr every wine process keeps
+(tests/support/wine.py), and timing (every figure here is wine's, not Windows').
 """
 
 from __future__ import annotations
