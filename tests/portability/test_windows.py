@@ -234,35 +234,38 @@ from ctypes import wintypes
 from keyhelper.base import files
 path = sys.argv[1]
 files.make_private_dirs(os.path.join(path, "cache"))
-os.mkdir(os.path.join(path, "plain"))  # no mode: what a Python before the fix made
 advapi = ctypes.WinDLL("advapi32")
 DACL = 4
-for name in ("", "cache", "plain"):
+for name in ("", "cache"):
     descriptor, dacl, text = ctypes.c_void_p(), ctypes.c_void_p(), wintypes.LPWSTR()
     assert advapi.GetNamedSecurityInfoW(os.path.join(path, name), 1, DACL, None, None,
                                         ctypes.byref(dacl), None, ctypes.byref(descriptor)) == 0
     assert advapi.ConvertSecurityDescriptorToStringSecurityDescriptorW(
         descriptor, 1, DACL, ctypes.byref(text), None)
-    print(text.value)
+    print(sys.version_info[:3], text.value)
 """
 
 
-def test_the_cache_directory_gets_an_owner_only_acl(windows: Windows, tmp_path: Path) -> None:
-    """os.mkdir(path, 0o700) on Python 3.13 (and 3.12.4+, 3.11.10+: CVE-2024-4030) asks
-    Windows for a protected DACL: SYSTEM, Administrators and the owner only. Wine keeps no
-    Windows ACL of its own: it maps the one asked for onto the Unix mode (0750: no access
-    for others) and shows that back as SYSTEM and the owner; a directory made without 0o700
-    (what every Python before the fix does) gets the umask's 0755, Everyone (WD) may read.
-    So this shows that the ACL is asked for, not how Windows enforces it."""
-    script = windows.script("acl.py", ACL)
+@pytest.mark.parametrize(("python", "version", "acl", "mode"), [
+    ("python", "(3, 13, 2)", "D:(A;OICI;FA;;;SY)(A;OICI;FA;;;S-1-5-21-0-0-0-1000)", 0o750),
+    ("python311", "(3, 11, 9)", "D:(A;OICI;FA;;;SY)(A;OICI;FA;;;S-1-5-21-0-0-0-1000)"
+                                "(A;OICI;0x1200a9;;;WD)", 0o755),
+])
+def test_the_cache_directory_acl_on_a_current_and_an_older_python(
+        windows: Windows, tmp_path: Path, python: str, version: str, acl: str,
+        mode: int) -> None:
+    """keyhelper's directories are made with os.mkdir(path, 0o700). Python 3.13 (and
+    3.12.4+, 3.11.10+: CVE-2024-4030) then asks Windows for a protected DACL: SYSTEM,
+    Administrators and the owner only. 3.11.9 ignores the mode: the directory gets what its
+    parent passes on. Wine keeps no Windows ACL of its own: it maps the one asked for onto
+    the Unix mode (0750: nothing for others) and shows that back; 3.11.9's directory gets
+    the umask's 0755, which wine shows as readable by Everyone (WD). So this shows which
+    ACL each Python asks for, not how Windows enforces it (docs/portability.md)."""
+    executable = wine.interpreter(tmp_path, python, windows.home / "site")
     made = tmp_path / "made"
-    run = windows.run(windows.python, "-X", "utf8", script, windows_path(made))
-    assert run.returncode == 0, run.stderr
-    owner, cache, plain = run.stdout.splitlines()
-    assert owner == cache == "D:(A;OICI;FA;;;SY)(A;OICI;FA;;;S-1-5-21-0-0-0-1000)"
-    assert "WD)" in plain
-    assert [oct(p.stat().st_mode & 0o777) for p in (made, made / "cache", made / "plain")] == [
-        "0o750", "0o750", "0o755"]
+    run = windows.run(executable, "-X", "utf8", windows.script("acl.py", ACL), windows_path(made))
+    assert (run.returncode, run.stdout, run.stderr) == (0, f"{version} {acl}\n" * 2, "")
+    assert [p.stat().st_mode & 0o777 for p in (made, made / "cache")] == [mode, mode]
 
 
 def test_refresh_ahead_in_the_background(windows: Windows, tmp_path: Path) -> None:

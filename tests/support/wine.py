@@ -65,31 +65,39 @@ class Windows:
 
 
 def installed() -> bool:
-    return (DEPS / "python" / "python.exe").is_file() and (
+    return all((DEPS / name / "python.exe").is_file() for name in ("python", "python311")) and (
         DEPS / "prefix" / "system.reg").is_file() and shutil.which("wine") is not None
 
 
 def prepare(home: Path) -> Windows:
     """This run's Windows Python, keyhelper on its path, and the launcher."""
-    python_dir = home / "python"
-    python_dir.mkdir(parents=True)
-    for item in (DEPS / "python").iterdir():
-        if not item.name.endswith("._pth"):
-            (python_dir / item.name).symlink_to(item)
-    shutil.copyfile(DEPS / "python" / "python.exe", python_dir / "claude.exe")
     site = home / "site"
-    site.mkdir()
+    site.mkdir(parents=True)
     (site / "keyhelper").symlink_to(ROOT / "keyhelper")
     (site / "keyhelper_plugins").symlink_to(ROOT / "plugins")
     write_dist_info(site)
-    pth = next((DEPS / "python").glob("python3*._pth"))
-    (python_dir / pth.name).write_text(
-        "\n".join([pth.name.replace("._pth", ".zip"), ".", windows_path(site)]) + "\n")
+    python = interpreter(home, "python", site)
+    shutil.copyfile(python, python.parent / "claude.exe")
     scripts = home / "Scripts"
     scripts.mkdir()
     launcher = scripts / "keyhelper.exe"
-    write_launcher(launcher, windows_path(python_dir / "python.exe"))
-    return Windows(home, python_dir / "python.exe", python_dir / "claude.exe", launcher)
+    write_launcher(launcher, windows_path(python))
+    return Windows(home, python, python.parent / "claude.exe", launcher)
+
+
+def interpreter(home: Path, name: str, site: Path | None = None) -> Path:
+    """python.exe of the embeddable Python ``.deps/wine/NAME``, its files linked into
+    ``home/NAME`` beside a ``._pth`` that puts ``site`` (this checkout) on its path."""
+    directory = home / name
+    directory.mkdir()
+    for item in (DEPS / name).iterdir():
+        if not item.name.endswith("._pth"):
+            (directory / item.name).symlink_to(item)
+    pth = next((DEPS / name).glob("python3*._pth"))
+    site = site or home / "site"
+    (directory / pth.name).write_text(
+        "\n".join([pth.name.replace("._pth", ".zip"), ".", windows_path(site)]) + "\n")
+    return directory / "python.exe"
 
 
 def write_dist_info(site: Path) -> None:
