@@ -303,7 +303,9 @@ def test_a_failure_record_not_ours_and_private_is_ignored(kind: str, planter: Pl
     result = run()
     if kind == OURS:  # control: the planted record is well formed, and obeyed when ours
         assert (result.returncode, result.stdout, counted.calls) == (1, "", 0)
-        assert f"counted failed: {PLANTED}\n  (failed 0 s ago; retried in" in result.stderr
+        # 0 s, or 1 s when planting and starting took over half a second (a loaded machine)
+        assert re.search(f"counted failed: {PLANTED}\n  \\(failed [01] s ago; retried in",
+                         result.stderr), result.stderr
         return
     served(result, counted.key)
     assert counted.calls == 1
