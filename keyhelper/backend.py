@@ -35,7 +35,8 @@ Privacy = Literal["always", "own", "never"]
 # of key and credential files (the rules of SECURITY.md), private state files in
 # ``Context.state_dir`` and the one record format for them, the user's home. (Also:
 # :func:`login_name`, :func:`call_with_timeout` below, and keyhelper.oskeyring.OsKeyring.)
-__all__ = ["MISSING", "Backend", "Context", "Option", "Privacy", "Token", "call_with_timeout",
+__all__ = ["MISSING", "Backend", "Context", "Login", "Option", "Privacy", "Token",
+           "call_with_timeout",
            "dump_record", "home", "load_record", "login_name", "option_fits",
            "read_state_file", "read_user_file", "record_number", "wall_clock",
            "write_state_file"]
@@ -172,6 +173,18 @@ def _no_resolver(name: str) -> Token:
     raise ConfigError(f"backend {name!r} cannot be used from here")
 
 
+@dataclass
+class Login:
+    """How ``keyhelper login`` asks a backend to sign a person in (never on the get path):
+    ``say`` prints a line for the person (stderr), ``browser`` False prints the URL instead
+    of opening it, ``device`` asks for the device flow, ``seconds`` bounds the wait."""
+
+    say: Callable[[str], None]
+    browser: bool = True
+    device: bool = False
+    seconds: float = 300.0
+
+
 class Backend(abc.ABC):
     """Base class of every backend. Subclasses set ``options`` and implement ``fetch``."""
 
@@ -238,6 +251,24 @@ class Backend(abc.ABC):
                           stacklevel=2)
             frozen = tuple(names)
             cls.watched_env = lambda self: frozen  # type: ignore[method-assign]
+
+    # --- optional sign-in hooks (``keyhelper login``/``logout``/``status``) -----------------
+
+    def signs_in(self) -> bool:
+        """True when this backend, as configured, has a person sign in (:meth:`login`)."""
+        return False
+
+    def login(self, request: Login) -> str:
+        """Sign a person in; returns a line saying who. Asked only when :meth:`signs_in`."""
+        raise ConfigError(f"backend {self.name!r} has no sign-in")
+
+    def logout(self) -> str | None:
+        """Forget (and revoke) the sign-in; a line saying what was done, None if nothing."""
+        return None
+
+    def session_status(self) -> str | None:
+        """Who is signed in and until when (never a token); None when it has no sign-in."""
+        return None
 
     @abc.abstractmethod
     def fetch(self) -> Token:

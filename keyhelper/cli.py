@@ -257,6 +257,40 @@ def read_new_key() -> str:
     return text.strip()
 
 
+@main.command("login")
+@selection_options
+@click.option("--device", is_flag=True, help="The device flow: a code to enter on another "
+                                             "device (SSH sessions, headless machines).")
+@click.option("--no-browser", is_flag=True, help="Print the sign-in URL; open no browser.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True,
+              metavar="SECONDS", help="How long to wait for the sign-in.")
+def login_command(selection: Selection, device: bool, no_browser: bool, timeout: float) -> None:
+    """Sign in to the selection's identity provider (oidc, vault with auth = "oidc")."""
+    from keyhelper import signin
+
+    run(selection.verbose, lambda: signin.login(selection, os.environ, say, warn,
+                                                browser=not no_browser, device=device,
+                                                seconds=timeout))
+
+
+@main.command("logout")
+@selection_options
+def logout_command(selection: Selection) -> None:
+    """Revoke and delete the selection's stored sign-in, and its cached key."""
+    from keyhelper import signin
+
+    run(selection.verbose, lambda: signin.logout(selection, os.environ, say))
+
+
+@main.command("status")
+@selection_options
+def status_command(selection: Selection) -> None:
+    """Who is signed in, and until when (never a token). Exit 1 when signed out."""
+    from keyhelper import signin
+
+    run(selection.verbose, lambda: signin.status(selection, os.environ, say))
+
+
 @main.group(cls=KeyhelperGroup)
 def cache() -> None:
     """Inspect or clear the key cache."""

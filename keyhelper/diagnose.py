@@ -35,6 +35,9 @@ def doctor(selection: Selection, env: Mapping[str, str], echo: Echo) -> int:
                 winner = link.spec.name
                 outcome += " (used)"
         echo(f"  {link.spec.name}: {outcome} [{attempt.seconds * 1000:.0f} ms]")
+        session = link.backend.session_status() if link.backend is not None else None
+        if session is not None:  # who is signed in, until when: never a token
+            echo(f"  {link.spec.name}: {session}")
     if run.cache is None:
         echo(f"cache: not used: {run.cache_problem}")
     else:

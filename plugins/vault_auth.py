@@ -96,7 +96,8 @@ def check_options(config: Mapping[str, Any], *, source: str, key: str) -> None:
         if not config.get(option):
             raise ConfigError(f"auth = {method!r} needs this option", source=source,
                               key=f"{key}.{option}")
-    if method in ("jwt", "oidc") and not (config.get("jwt_file") or config.get("jwt_backend")):
+    # oidc with no JWT source is Vault's browser login (vault_oidc, keyhelper login).
+    if method == "jwt" and not (config.get("jwt_file") or config.get("jwt_backend")):
         raise ConfigError(f"auth = {method!r} needs jwt_file or jwt_backend",
                           source=source, key=f"{key}.jwt_file")
     if method == "cert" and not config.get("client_cert"):
@@ -129,6 +130,8 @@ class Authenticator:
             value = _read_credential(path, "token_file")
             return _remembered(Credential(value, f"token_file {path}"))
         path = os.path.join(home(), ".vault-token")
+        if not os.path.exists(path) and self.http.connection.agent:
+            return Credential("", f"the auto-auth of the agent at {self.http.connection.addr}")
         if not os.path.exists(path):
             raise Skip("no Vault token: $VAULT_TOKEN is not set, no token_file option, "
                        "no ~/.vault-token (run: vault login)")
@@ -137,6 +140,13 @@ class Authenticator:
 
     # --- logins -------------------------------------------------------------------------
 
+    @property
+    def browser(self) -> bool:
+        """Vault's OIDC browser login (``vault login -method=oidc``): a person signs in with
+        ``keyhelper login``; the get path only uses and renews the token it left."""
+        return self.method == "oidc" and not (self.config.get("jwt_file")
+                                              or self.config.get("jwt_backend"))
+
     def credential(self) -> Credential:
         if self.method == "token":
             return self.given_token()
@@ -144,7 +154,22 @@ class Authenticator:
         cached = self._cached_login()
         if cached is not None:
             return _remembered(Credential(cached.token, f"{label} (cached)", cached_login=True))
+        if self.browser:
+            profile = self.context.profile
+            raise Skip(f"signed out of Vault at {self.http.connection.addr} (oidc at "
+                               f"auth/{self.mount}): run keyhelper login"
+                               + (f" --profile {profile}" if profile else ""))
         return _remembered(Credential(self.login().token, label))
+
+    def keep(self, auth: Mapping[str, Any]) -> LoginToken:
+        """Keep the token of a login made elsewhere (the OIDC browser login)."""
+        return self._store(auth)
+
+    def cached(self) -> LoginToken | None:
+        """The kept login token as it is (no renewal): for status lines."""
+        path = self._cache_path()
+        data = read_state_file(path) if path else None
+        return LoginToken.parse(data) if data else None
 
     def forget(self) -> None:
         """Drop the cached login token (Vault refused it)."""
@@ -244,6 +269,8 @@ class Authenticator:
         now = self.context.now()
         if cached.expires is not None and cached.expires - now <= LOGIN_MARGIN:
             return None  # spent: log in again
+        if cached.expires is not None and cached.expires > now + cached.ttl + LOGIN_MARGIN:
+            return None  # stored while the clock was ahead: its expiry says nothing true
         if cached.renewable and cached.expires is not None and (
                 cached.expires - now < cached.ttl / 2):
             return self._renew(cached)

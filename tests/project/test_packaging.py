@@ -22,6 +22,7 @@ BUILT_INS = {
     "vault": "keyhelper_plugins.vault:VaultBackend",
     "jwt": "keyhelper_plugins.jwt:JwtBackend",
     "keyring": "keyhelper_plugins.keyring:KeyringBackend",
+    "oidc": "keyhelper_plugins.oidc:OidcBackend",
 }
 
 
@@ -30,7 +31,7 @@ def our_entry_points() -> dict[str, metadata.EntryPoint]:
             if ep.group == GROUP}
 
 
-def test_the_six_built_ins_are_registered_entry_points() -> None:
+def test_the_built_ins_are_registered_entry_points() -> None:
     assert {name: ep.value for name, ep in our_entry_points().items()} == BUILT_INS
     found = {ep.name for ep in metadata.entry_points(group=GROUP)}
     assert set(BUILT_INS) <= found

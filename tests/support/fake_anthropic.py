@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +29,8 @@ class Seen:
 @dataclass
 class Gateway:
     valid_keys: set[str] = field(default_factory=set)
+    # When set, decides alone which keys are valid (a gateway checking a JWT, say).
+    accept: Callable[[str], bool] | None = None
     requests: list[Seen] = field(default_factory=list)
     reply_text: str = "hi"
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -78,7 +80,9 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             key = self.headers.get("x-api-key")
             auth = self.headers.get("authorization")
             bearer = auth[len("Bearer "):] if auth and auth.startswith("Bearer ") else None
-            ok = bool(key) and key in gateway.valid_keys and bearer == key
+            known = (gateway.accept(key) if gateway.accept is not None and key
+                     else key in gateway.valid_keys)
+            ok = bool(key) and known and bearer == key
             path = self.path.split("?")[0]
             with gateway.lock:
                 gateway.requests.append(Seen(path, key, auth, 200 if ok else 401))
