@@ -138,13 +138,20 @@ class Run:
             log.warning("%s", warning)
         return result
 
-    def refresh(self, expected_stored: float) -> Result | None:
-        """Background refresh ahead of expiry (the lock is held by the caller); nothing if
-        someone refreshed already."""
+    def refresh(self, expected_stored: float, take_lock: bool = False) -> Result | None:
+        """Background refresh ahead of expiry (the lock is held by the caller, or taken
+        here without waiting with ``take_lock``); nothing if someone refreshed already."""
         links = self.chain.links()
         store = self.cache_store()
         if store is None or self.cache is None:
             return None
+        if take_lock:
+            with self.cache.lock_if_free(self.key) as taken:
+                return self._refresh(store, links, expected_stored) if taken else None
+        return self._refresh(store, links, expected_stored)
+
+    def _refresh(self, store: Store, links: Sequence[Link],
+                 expected_stored: float) -> Result | None:
         outcome = self.fetcher(store).refresh(lambda: self.fetch(links), self.env_names(links),
                                               expected_stored)
         return None if outcome is None else _result(outcome)

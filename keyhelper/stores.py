@@ -151,6 +151,26 @@ class FileCache:
             os.close(fd)
 
 
+    @contextlib.contextmanager
+    def lock_if_free(self, key: str) -> Iterator[bool]:
+        """The entry's lock without waiting: True while held, False if another process
+        holds it or it is unusable."""
+        fd, _ = locking.open_lock(os.path.join(self.directory, key + _LOCK_SUFFIX))
+        if fd is None:
+            yield False
+            return
+        try:
+            if not locking.try_lock(fd):
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                locking.unlock(fd)
+        finally:
+            os.close(fd)
+
+
 def _check_dir(path: str, what: str) -> None:
     """CacheUnusable unless ``path`` is a private directory of ours; one of ours that is
     too open (e.g. made by hand) is tightened to 0700."""

@@ -30,6 +30,8 @@ MISSING = "does not exist"
 MAX_SYMLINKS = 8
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+# Windows opens in text mode by default: "\n" written as "\r\n", Ctrl-Z read as the end.
+_BINARY = getattr(os, "O_BINARY", 0)
 _POSIX = os.name == "posix"
 _DIR_FD = os.open in getattr(os, "supports_dir_fd", set())
 
@@ -211,7 +213,7 @@ def read_file_private(path: str, dir_fd: int | None = None) -> bytes | None:
     link) was not made by keyhelper.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK,
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _BINARY,
                      dir_fd=dir_fd)
     except OSError:
         return None
@@ -291,7 +293,7 @@ def read_user_file(path: str, private: "Privacy" = "always") -> tuple[bytes | No
 
 
 def _open_user_file(path: str) -> tuple[int | None, str]:
-    flags = os.O_RDONLY | _NOFOLLOW | _NONBLOCK | getattr(os, "O_NOCTTY", 0)
+    flags = os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _BINARY | getattr(os, "O_NOCTTY", 0)
     for _ in range(MAX_SYMLINKS + 1):
         try:
             return os.open(path, flags), ""
@@ -356,7 +358,7 @@ def write_private(path: str, data: bytes, *, durable: bool = True) -> None:
     over ``path``. A reader sees the old file or the new one, never half of one."""
     directory, name = os.path.split(path)
     tmp = os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _BINARY, 0o600)
     try:
         if hasattr(os, "fchmod"):
             os.fchmod(fd, 0o600)

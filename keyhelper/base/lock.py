@@ -2,7 +2,8 @@
 
 POSIX (Linux, macOS) uses flock(2), which the kernel releases when the holder dies, so a
 crashed process never leaves a lock stuck. Windows uses msvcrt.locking on the first byte,
-which Windows also releases when the process ends.
+which Windows also releases when the process ends (so a lock is never handed to a child
+there: keyhelper.base.spawn).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def try_lock(fd: int) -> bool:
     import msvcrt  # pragma: no cover - Windows
 
     try:  # pragma: no cover - Windows
+        # msvcrt.locking locks from the current position: always byte 0, wherever it is.
+        os.lseek(fd, 0, os.SEEK_SET)
         msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined,unused-ignore]
     except OSError:  # pragma: no cover - Windows
         return False

@@ -11,14 +11,19 @@ variables on its path) and moves to ``/`` before importing anything of its own: 
 runs the helper inside checkouts, and a ``keyhelper/``, ``json.py`` or ``*.dist-info`` there
 must never be imported. The selection is passed on with its config path made absolute.
 
-``os.posix_spawn`` keeps ``subprocess`` off the hit path. Where it is missing (Windows),
-there is no background refresh: the entry ends and the next call fetches in the foreground.
+``os.posix_spawn`` keeps ``subprocess`` off the hit path. On Windows ``_winapi.CreateProcess``
+does (what subprocess calls there): the child is detached from the console, in a process
+group of its own and out of Claude Code's job where the job allows it (else in it), with
+stdin/stdout/stderr on the null device and no other handle inherited. Windows drops a lock
+when the process that took it exits, so there the hit only checks that no refresh is under
+way, and the child takes the lock itself (``--take-lock``). Elsewhere (no posix_spawn)
+there is no background refresh: the entry ends and the next call fetches.
 """
 
 import os
 import sys
 
-from keyhelper.base.lock import open_lock, try_lock
+from keyhelper.base.lock import open_lock, try_lock, unlock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,6 +34,13 @@ LOCK_FD = 3
 # Isolated mode: ignore the current directory, the user site and every PYTHON* variable.
 CHILD_FLAGS = ("-I",)
 SAFE_CWD = "/"
+TAKE_LOCK = "--take-lock"  # Windows: the child locks the entry itself
+# Windows process creation flags (winbase.h) and the error that asks to retry.
+DETACHED_PROCESS = 0x00000008
+CREATE_NEW_PROCESS_GROUP = 0x00000200
+CREATE_BREAKAWAY_FROM_JOB = 0x01000000
+ERROR_ACCESS_DENIED = 5
+STARTF_USESTDHANDLES = 0x00000100
 
 
 def absolute(argv: "Sequence[str]", env: "Mapping[str, str]") -> tuple[list[str], dict[str, str]]:
@@ -49,6 +61,8 @@ def absolute(argv: "Sequence[str]", env: "Mapping[str, str]") -> tuple[list[str]
 
 def spawn_refresh(directory: str, key: str, stored: float, argv: "Sequence[str]") -> bool:
     """Start a background refresh unless one is under way. Never raises; True if started."""
+    if sys.platform == "win32":
+        return _spawn_windows(directory, key, stored, argv)
     if not hasattr(os, "posix_spawn"):
         return False
     fd, _ = open_lock(os.path.join(directory, key + ".lock"))
@@ -73,3 +87,85 @@ def spawn_refresh(directory: str, key: str, stored: float, argv: "Sequence[str]"
         return False
     finally:
         os.close(fd)  # the child's copy keeps the lock
+
+
+def quote_windows(args: "Sequence[str]") -> str:
+    """One command line from ``args``, as the Microsoft C runtime splits it again (what
+    subprocess.list2cmdline does; subprocess is kept off the hit path)."""
+    out = []
+    for arg in args:
+        if arg and not any(c in arg for c in ' \t\n"'):
+            out.append(arg)
+            continue
+        quoted, backslashes = ['"'], 0
+        for c in arg:
+            if c == "\\":
+                backslashes += 1
+                continue
+            # Backslashes are literal unless a quote follows: then each one is doubled.
+            quoted.append("\\" * (backslashes * 2 + 1 if c == '"' else backslashes) + c)
+            backslashes = 0
+        quoted.append("\\" * (backslashes * 2) + '"')
+        out.append("".join(quoted))
+    return " ".join(out)
+
+
+class _StartupInfo:
+    """What _winapi.CreateProcess reads (subprocess.STARTUPINFO's fields)."""
+
+    def __init__(self, null: int):
+        self.dwFlags = STARTF_USESTDHANDLES
+        self.hStdInput = self.hStdOutput = self.hStdError = null
+        self.wShowWindow = 0
+        self.lpAttributeList = {"handle_list": [null]}  # inherit this handle and no other
+
+
+def _spawn_windows(directory: str, key: str, stored: float,
+                   argv: "Sequence[str]") -> bool:  # pragma: no cover - Windows (wine tests)
+    if sys.platform != "win32":  # for mypy: what follows is Windows-only
+        return False
+    fd, _ = open_lock(os.path.join(directory, key + ".lock"))
+    if fd is None:
+        return False
+    try:
+        if not try_lock(fd):  # a refresh or a fetch is under way
+            return False
+        unlock(fd)  # the child takes its own: ours would go when this process exits
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    import _winapi
+    import msvcrt
+
+    child_argv, child_env = absolute(argv, os.environ)
+    command = quote_windows([sys.executable, *CHILD_FLAGS, "-m", CHILD_MODULE, TAKE_LOCK,
+                             repr(stored), "--", *child_argv])
+    cwd = os.path.splitdrive(sys.executable)[0] + "\\"  # not the caller's directory
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        me = _winapi.GetCurrentProcess()
+        handle = _winapi.DuplicateHandle(me, msvcrt.get_osfhandle(null), me, 0, True,
+                                         _winapi.DUPLICATE_SAME_ACCESS)
+        try:
+            flags = DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP | CREATE_BREAKAWAY_FROM_JOB
+            for attempt in (flags, flags & ~CREATE_BREAKAWAY_FROM_JOB):
+                try:
+                    process, thread, _, _ = _winapi.CreateProcess(
+                        sys.executable, command, None, None, True, attempt, child_env, cwd,
+                        _StartupInfo(handle))
+                except OSError as exc:  # a job that forbids breaking away: stay in it
+                    if attempt & CREATE_BREAKAWAY_FROM_JOB and getattr(
+                            exc, "winerror", None) == ERROR_ACCESS_DENIED:
+                        continue
+                    return False
+                _winapi.CloseHandle(thread)
+                _winapi.CloseHandle(process)
+                return True
+            return False
+        finally:
+            _winapi.CloseHandle(handle)
+    except OSError:
+        return False
+    finally:
+        os.close(null)

@@ -62,6 +62,8 @@ def test_a_hit_called_by_claude_code_stays_lean(write_config, tmp_path: Path,
     extra = loaded(env, [*VIA_PARENT, SCRIPT, "-b", "vault"]) - baseline
     assert source.calls == 1  # a hit, not a refetch
     assert "keyhelper.base.caller" in extra  # the Claude Code path really ran
+    if sys.platform.startswith("linux"):  # /proc: no native code (Windows: tests/portability)
+        assert {"keyhelper.base.proc_linux"} <= extra and "_ctypes" not in extra
     assert len(list(cache_dir.glob("*.served"))) == 2  # one per caller
     assert not extra & FORBIDDEN, sorted(extra & FORBIDDEN)
     assert all(on_the_hit_path(m) for m in extra if m.startswith("keyhelper")), sorted(extra)

@@ -10,13 +10,18 @@ import none of the planted modules.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from cache_entry import entry_path, wait_for_refresh_lock
 from countingcmd import counting_command
 from helpers import keyhelper
+from hypothesis import given
+from hypothesis import strategies as st
 
 from keyhelper.base import files as kpaths
 from keyhelper.base import records as kentry
@@ -78,3 +83,41 @@ def test_refresh_child_command_line_is_isolated(tmp_path: Path) -> None:
     assert env == {"KEYHELPER_CACHE_DIR": os.path.join(cwd, "relcache"), "HOME": "/h"}
     assert spawn.CHILD_FLAGS == ("-I",)
     assert spawn.SAFE_CWD == "/"
+
+
+def test_a_child_that_takes_the_lock_itself_refreshes_only_when_it_is_free(
+        tmp_path: Path, write_config) -> None:  # type: ignore[no-untyped-def]
+    """Windows' child (``--take-lock``: a Windows lock dies with the hit that took it) takes
+    the entry's lock without waiting: held by another process, it leaves; free, it
+    refreshes under it. Run here on flock; under wine in tests/portability."""
+    fresh = counting_command(tmp_path, key="key-new", name="fresh")
+    write_config('chain = ["src"]\n' + fresh.toml("src"))
+    now = time.time()
+    entry = kentry.Entry("key-old", "src", now, now + 300, now - 1, None, [],
+                         kentry.env_digest([], os.environ))
+    Path(kpaths.cache_dir(os.environ)).mkdir(mode=0o700)
+    entry_path().write_bytes(entry.serialize())
+    entry_path().chmod(0o600)
+    child = [sys.executable, "-I", "-m", spawn.CHILD_MODULE, spawn.TAKE_LOCK, repr(now), "--"]
+    fd = os.open(entry_path().with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a fetch under way elsewhere
+        assert subprocess.run(child, timeout=30).returncode == 0
+        assert fresh.calls == 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        assert subprocess.run(child, timeout=30).returncode == 0
+        assert fresh.calls == 1
+        assert keyhelper().stdout == "key-new\n"
+        assert subprocess.run(child, timeout=30).returncode == 0  # refreshed already
+        assert fresh.calls == 1
+    finally:
+        os.close(fd)
+
+
+@given(st.lists(st.text(alphabet=st.characters(blacklist_characters='"\n\0',
+                                                blacklist_categories=("Cs",)))))
+def test_the_windows_command_line_quotes_as_list2cmdline_does(args: list[str]) -> None:
+    """quote_windows keeps subprocess off the hit path; where list2cmdline would leave an
+    argument unquoted or quote it, it does the same (arguments with a double quote it
+    always quotes: the wine tests round-trip those through a real Windows argv)."""
+    assert spawn.quote_windows(args) == subprocess.list2cmdline(args)

@@ -39,7 +39,7 @@ PLUGIN_API = {*CONTRACT, "keyhelper.oskeyring"}
 # cost next to nothing, and itself.
 HIT_PATH = ("keyhelper.console", "keyhelper.cachepolicy")
 CHEAP_STDLIB = {"os", "sys", "time", "_sha256", "_sha2", "hashlib", "fcntl", "msvcrt",
-                "_socket", "pwd", "__future__"}
+                "_socket", "pwd", "__future__", "_ctypes"}
 
 
 def modules() -> dict[str, Path]:

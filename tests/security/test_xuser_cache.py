@@ -34,8 +34,7 @@ from xuser import (
     run,
 )
 
-from keyhelper.base import caller as kcaller
-from keyhelper.base import failures, records
+from keyhelper.base import failures, proc_linux, records
 from keyhelper.base import records as kentry
 from keyhelper.base.files import Selection
 
@@ -257,7 +256,7 @@ def test_a_route_not_ours_and_private_is_not_followed(kind: str, planter: Plante
 
 def caller() -> str:
     """The Claude Code process keyhelper sees: this test process, its parent."""
-    info = kcaller._stat(os.getpid())
+    info = proc_linux.lookup(os.getpid())
     assert info is not None
     return f"{os.getpid()}-{info[2]}"
 
@@ -304,7 +303,9 @@ def test_a_failure_record_not_ours_and_private_is_ignored(kind: str, planter: Pl
     result = run()
     if kind == OURS:  # control: the planted record is well formed, and obeyed when ours
         assert (result.returncode, result.stdout, counted.calls) == (1, "", 0)
-        assert f"counted failed: {PLANTED}\n  (failed 0 s ago; retried in" in result.stderr
+        # 0 s, or 1 s when planting and starting took over half a second (a loaded machine)
+        assert re.search(f"counted failed: {PLANTED}\n  \\(failed [01] s ago; retried in",
+                         result.stderr), result.stderr
         return
     served(result, counted.key)
     assert counted.calls == 1

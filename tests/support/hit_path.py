@@ -6,6 +6,8 @@ FORBIDDEN = {
     "click", "json", "argparse", "logging", "pathlib", "tomllib", "importlib.metadata",
     "cachetools", "hvac", "jwt", "keyring", "requests", "subprocess", "tempfile",
     "dataclasses", "typing", "threading", "secrets", "hashlib",
+    # native calls (caller walk on macOS and Windows) go through _ctypes alone
+    "ctypes", "ctypes.util",
     # keyhelper's own heavy side: only the hit path (hit, cachepolicy, base) may serve a hit
     "keyhelper.resolver", "keyhelper.chain", "keyhelper.config", "keyhelper.cli",
     "keyhelper.app", "keyhelper.registry", "keyhelper.stores", "keyhelper.backend",
