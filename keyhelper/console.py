@@ -3,20 +3,33 @@ hands over.
 
 ``keyhelper [selection options]`` is answered here from the cache when possible; a miss
 goes to the core without click; every other command goes to the click CLI.
+
+keyhelper/launcher.py runs this without ``site`` (``python -I -S``): the hit needs only the
+standard library, and :func:`load_site` brings in site-packages before anything else runs.
 """
 
 import os
 import sys
 
 from keyhelper.base.files import parse_get_args
-from keyhelper.cachepolicy import try_hit
+from keyhelper.cachepolicy import try_hit, wait_turn
 
 COMPLETE_VAR = "_KEYHELPER_COMPLETE"  # click's shell completion: always the CLI's business
 
 
-def main() -> None:
+def load_site() -> None:
+    """Make site-packages importable (click, backends, plugins) when started without them;
+    the same start-up a console script gets."""
+    import site
+
+    site.main()
+
+
+def main(site_loaded: bool = True) -> None:
     selection = parse_get_args(sys.argv[1:])
     if selection is None or COMPLETE_VAR in os.environ:
+        if not site_loaded:
+            load_site()
         from keyhelper.cli import main as cli_main
 
         cli_main()
@@ -25,10 +38,14 @@ def main() -> None:
     if not (selection.no_cache or selection.verbose) and os.environ.get(
             "KEYHELPER_NO_CACHE") != "1":
         key = try_hit(selection, os.environ, sys.argv[1:])
+        if key is None:
+            key = wait_turn(selection, os.environ, sys.argv[1:])
         if key is not None:
             sys.stdout.write(key + "\n")
             sys.stdout.flush()
             return
+    if not site_loaded:
+        load_site()
     from keyhelper.app import run_get
 
     sys.exit(run_get(selection))

@@ -127,7 +127,7 @@ class BackedOff(NoKeyError):
         super().__init__([])
 
     def describe(self, verbose: bool = False) -> str:
-        ago = self.now - self.failed_at
+        ago = max(0.0, self.now - self.failed_at)
         wait = self.retry_at - self.now
         return (f"{self.message}\n  (failed {ago:.0f} s ago; retried in {wait:.0f} s; "
                 "`keyhelper cache clear` retries now)")

@@ -4,18 +4,33 @@ Built-in backends come through the same door as third-party plugins. Entry point
 scanned only on a cache miss or by a command that needs them, never on a hit. Each plugin
 loads in its own try/except: a broken plugin is reported as unusable and never breaks the
 others. An optional allowlist of distributions keeps unapproved plugins from being imported.
+
+A scan through ``importlib.metadata`` costs ~3x an interpreter start, so a miss reads the
+entry points from an index in keyhelper's private state directory instead (:func:`found`),
+valid only for the installation it was made from: its signature covers the Python version,
+``sys.path`` and, in every directory on it, each distribution's metadata directory and the
+identity of its ``entry_points.txt``. Installing, upgrading or removing any distribution
+changes it, and the next miss scans again and rewrites the index. The entry points stay the
+one source of backend types: the index is a copy of a scan, never an addition to it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keyhelper.backend import Backend
+from keyhelper.base import records
+from keyhelper.base.files import read_file_private, write_private
 from keyhelper.errors import Unavailable
+
+if TYPE_CHECKING:
+    from importlib import metadata
 
 GROUP = "keyhelper.backends"
 BUILTIN_DISTRIBUTION = "keyhelper"
@@ -35,19 +50,50 @@ class PluginInfo:
     allowed: bool
 
 
+class Found:
+    """One entry point of the group: its name, target and distribution."""
+
+    __slots__ = ("distribution", "name", "value", "version")
+
+    def __init__(self, name: str, value: str, distribution: str, version: str):
+        self.name = name
+        self.value = value
+        self.distribution = distribution
+        self.version = version
+
+    def load(self) -> Any:
+        """As importlib.metadata.EntryPoint.load: ``module:attr.attr``."""
+        import importlib
+
+        module, _, attrs = self.value.partition(":")
+        target: Any = importlib.import_module(module.strip())
+        for attr in attrs.split("[")[0].strip().split("."):
+            if attr:
+                target = getattr(target, attr)
+        return target
+
+    @classmethod
+    def of(cls, ep: metadata.EntryPoint) -> Found:
+        dist_name, version = _distribution(ep)
+        return cls(ep.name, ep.value, dist_name, version)
+
+
 class Registry:
-    """The backend types installed here, loaded on demand."""
+    """The backend types installed here, loaded on demand. ``index_dir``: a private
+    directory for the index of entry points (see the module's docstring)."""
 
     def __init__(self, entry_points: Iterable[metadata.EntryPoint] | None = None,
-                 allow: Iterable[str] | None = None):
+                 allow: Iterable[str] | None = None, index_dir: str | None = None):
         self._allow = None if allow is None else {_norm(d) for d in allow}
-        self._entry_points: dict[str, metadata.EntryPoint] = {}
-        for ep in metadata.entry_points(group=GROUP) if entry_points is None else entry_points:
+        self._entry_points: dict[str, Found] = {}
+        points = (found(index_dir) if entry_points is None
+                  else [Found.of(ep) for ep in entry_points])
+        for ep in points:
             # keyhelper's own backends keep their names: a plugin claiming "env" earlier on
             # sys.path must not take its place. Otherwise the first claim wins.
             if ep.name not in self._entry_points or (
-                    _norm(_distribution(ep)[0]) == BUILTIN_DISTRIBUTION
-                    and _norm(_distribution(self._entry_points[ep.name])[0])
+                    _norm(ep.distribution) == BUILTIN_DISTRIBUTION
+                    and _norm(self._entry_points[ep.name].distribution)
                     != BUILTIN_DISTRIBUTION):
                 self._entry_points[ep.name] = ep
         self._loaded: dict[str, type[Backend]] = {}
@@ -57,8 +103,8 @@ class Registry:
 
     def info(self, name: str) -> PluginInfo:
         ep = self._entry_points[name]
-        dist_name, version = _distribution(ep)
-        return PluginInfo(name, ep.value, dist_name, version, self._allowed(dist_name))
+        return PluginInfo(name, ep.value, ep.distribution, ep.version,
+                          self._allowed(ep.distribution))
 
     def _allowed(self, dist_name: str) -> bool:
         if _norm(dist_name) == BUILTIN_DISTRIBUTION or self._allow is None:
@@ -122,3 +168,59 @@ def _distribution(ep: metadata.EntryPoint) -> tuple[str, str]:
 
 def _norm(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
+
+
+# --- the index of entry points ------------------------------------------------------------
+
+INDEX_FORMAT = "keyhelper-plugins 1"
+INDEX_NAME = "plugins.index"
+_META_SUFFIXES = (".dist-info", ".egg-info")
+
+
+def scan() -> list[Found]:
+    from importlib import metadata
+
+    return [Found.of(ep) for ep in metadata.entry_points(group=GROUP)]
+
+
+def installation() -> str:
+    """What the entry points of this interpreter depend on, as a digest (see the module's
+    docstring); any install, upgrade or removal changes it."""
+    parts = [sys.version, sys.executable]
+    for entry in sys.path:
+        parts.append("\x1e" + entry)
+        try:
+            names = sorted(os.listdir(entry or "."))
+        except OSError:
+            continue  # a zip file or a missing directory: importlib.metadata skips it too
+        for name in names:
+            if name.endswith(_META_SUFFIXES):
+                try:
+                    st = os.stat(os.path.join(entry or ".", name, "entry_points.txt"))
+                    parts.append(f"{name}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
+                except OSError:
+                    parts.append(name)
+    return records.digest("\x1f".join(parts))
+
+
+def found(index_dir: str | None) -> list[Found]:
+    """The group's entry points, in scan order: from the index when it was made from this
+    installation, else scanned (and the index rewritten)."""
+    if index_dir is None:
+        return scan()
+    path = os.path.join(index_dir, INDEX_NAME)
+    signature = installation()
+    data = read_file_private(path)
+    fields = None if data is None else records.load(INDEX_FORMAT, data)
+    if fields and fields[0] == ("installation", signature):
+        points = [Found(*value.split("\x1f")) for name, value in fields[1:]
+                  if name == "entry" and value.count("\x1f") == 3]
+        if len(points) == len(fields) - 1:
+            return points
+    points = scan()
+    data = records.dump(INDEX_FORMAT, [("installation", signature), *(
+        ("entry", "\x1f".join((ep.name, ep.value, ep.distribution, ep.version)))
+        for ep in points)])
+    with contextlib.suppress(OSError):  # a lost index is only scanned again
+        write_private(path, data, durable=False)
+    return points

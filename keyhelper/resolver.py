@@ -18,6 +18,7 @@ from keyhelper.backend import Context, Token, wall_clock
 from keyhelper.base import audit
 from keyhelper.base.caller import caller_id
 from keyhelper.base.files import Selection, read_in_private_dir, write_private
+from keyhelper.base.lock import release_handed
 from keyhelper.base.records import Entry, entry_key, route_path, serialize_route
 from keyhelper.cachepolicy import fetcher as policy_fetcher
 from keyhelper.chain import Chain, Link
@@ -61,7 +62,8 @@ class Run:
         except (CacheUnusable, OSError) as exc:
             self.cache_problem = str(exc)
             state_dir = None
-        registry = registry or Registry(allow=allowlist(self.settings.raw.get("plugins"), env))
+        registry = registry or Registry(allow=allowlist(self.settings.raw.get("plugins"), env),
+                                        index_dir=state_dir)
         self.context = Context(self.settings.profile, env, self.deadline, state_dir or "",
                                now=now)
         self.chain = Chain(self.settings, registry, self.context)
@@ -117,11 +119,13 @@ class Run:
         cacheable = any(link.backend and link.backend.cacheable for link in links)
         store = self.cache_store() if cacheable else None
         if store is None or self.cache is None:
+            release_handed()  # a lock the hit path took: the others need not wait for this
             token, link, attempts = self.chain.run(links)
             result = Result(token, link.spec.name, "uncached", attempts)
         else:
             outcome = self.fetcher(store).get(lambda: self.fetch(links),
                                               self.env_names(links))
+            release_handed()  # served without the lock (e.g. a keyring-cache hit)
             result = _result(outcome)
         warning = audit.record(self.settings.raw, self.settings.profile, result.backend,
                                result.source, result.token.value, result.token.expires_at)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from keyhelper.base.files import write_private
+from keyhelper.base.files import venv_site_packages, write_private
 from keyhelper.errors import ConfigError
 
 Echo = Callable[[str], None]
@@ -51,7 +51,36 @@ class Plan:
 
 
 def installed_command() -> str:
-    """The absolute path of this keyhelper: a shim or PATH lookup per call costs ~90 ms."""
+    """The command that runs this keyhelper, ready for a shell: the site-less launcher when
+    this is a regular install in a virtualenv (a hit then costs less than a bare ``python``),
+    else the console script's absolute path (a shim or PATH lookup per call costs ~90 ms)."""
+    launcher = lean_launcher()
+    if launcher is not None:
+        return shlex.join([sys.executable, *LAUNCHER_FLAGS, launcher])
+    return shlex.quote(console_script())
+
+
+# Isolated (no cwd, user site or PYTHON* variables on the path) and without site: the
+# launcher adds its own site-packages, and site itself only on a miss.
+LAUNCHER_FLAGS = ("-I", "-S")
+
+
+def lean_launcher() -> str | None:
+    """keyhelper/launcher.py when the launcher will trust its layout: it lies in the
+    site-packages of the virtualenv whose python runs setup (pip or pipx; not an editable,
+    user-site or system install, which keep the console script)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(package, "launcher.py")
+    expected = venv_site_packages(sys.executable)
+    try:
+        same = expected is not None and os.path.samefile(
+            os.path.dirname(os.path.dirname(path)), expected)
+    except OSError:
+        return None
+    return path if same and os.path.isfile(path) else None
+
+
+def console_script() -> str:
     beside = os.path.join(os.path.dirname(sys.executable), "keyhelper")
     for candidate in (sys.argv[0], beside, beside + ".exe"):
         if candidate and os.path.isfile(candidate) and os.path.basename(
@@ -70,14 +99,15 @@ def settings_path(scope: str, home: str, cwd: str) -> str:
 
 def helper_command(command: str, profile: str | None, config: str | None,
                    backends: tuple[str, ...]) -> str:
-    argv = [command]
+    """``command`` (from :func:`installed_command`, shell-quoted already) and the selection."""
+    argv: list[str] = []
     if config:
         argv += ["--config", os.path.abspath(os.path.expanduser(config))]
     if profile:
         argv += ["--profile", profile]
     for name in backends:
         argv += ["--backend", name]
-    return shlex.join(argv)
+    return " ".join([command, shlex.join(argv)]) if argv else command
 
 
 def unsafe(st: os.stat_result, path: str, mode: int) -> str | None:

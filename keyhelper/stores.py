@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -127,16 +128,21 @@ class FileCache:
     def lock(self, key: str, deadline: float) -> Iterator[None]:
         """Single flight: one process per entry fetches; the others wait here, then re-read."""
         path = os.path.join(self.directory, key + _LOCK_SUFFIX)
-        fd, problem = locking.open_lock(path)
-        if fd is None:  # fetch unlocked rather than not at all
-            log.warning("cache lock %s not usable (%s); going on without it", path, problem)
-            yield
-            return
-        try:
+        fd = locking.take_over(path)  # taken already on the hit path (cachepolicy.wait_turn)
+        if fd is None:
+            fd, problem = locking.open_lock(path)
+            if fd is None:  # fetch unlocked rather than not at all
+                log.warning("cache lock %s not usable (%s); going on without it", path,
+                            problem)
+                yield
+                return
             try:
                 locking.lock(fd, deadline)
             except locking.LockTimeout as exc:
+                os.close(fd)
                 raise DeadlineExceeded(str(exc)) from None
+        locking.announce(fd, time.time() + deadline - time.monotonic())
+        try:
             try:
                 yield
             finally:

@@ -27,7 +27,8 @@ from .vault_kv import MountMemo, detect_mount, duration, payload, table
 log = logging.getLogger(__name__)
 
 ENGINES = ("kv", "logical")
-VAULT_VARS = ("VAULT_ADDR", "VAULT_NAMESPACE", "VAULT_CACERT", "VAULT_TOKEN")
+VAULT_VARS = ("VAULT_AGENT_ADDR", "VAULT_ADDR", "VAULT_NAMESPACE", "VAULT_CACERT",
+              "VAULT_TOKEN")
 
 
 class VaultBackend(Backend):
@@ -44,7 +45,12 @@ class VaultBackend(Backend):
         "kv_version": Option(int, help="with mount, skips detection", choices=(1, 2)),
         "version": Option(int, help="pin a KV v2 version", min=1,
                           message="expected a version number from 1"),
-        "addr": Option(str, help="Vault address (default $VAULT_ADDR)"),
+        "addr": Option((str, list), item_type=str,
+                       help="Vault address (default $VAULT_ADDR); a cluster's nodes as a list "
+                            "or comma-separated: failover between them"),
+        "agent_addr": Option(str, help="a local Vault Agent / Proxy, used before addr (default "
+                                       "$VAULT_AGENT_ADDR); with its auto-auth no token is "
+                                       "needed"),
         "namespace": Option(str, help="Vault Enterprise namespace (default $VAULT_NAMESPACE)"),
         "ca_cert": Option(str, help="CA bundle (PEM) to verify Vault (default $VAULT_CACERT)"),
         "client_cert": Option(str, help="TLS client certificate (PEM)"),
@@ -163,19 +169,32 @@ class VaultBackend(Backend):
         renew = ", renewable" if kept.renewable else ""
         return f"signed in to Vault at {addr}{_until(kept.expires)}{renew}"
 
+    def _addresses(self) -> tuple[list[str], str, bool]:
+        """The addresses to ask, where they were set, and whether it is a local agent: as
+        the Vault CLI, an agent's address goes before Vault's; options before variables."""
+        env = self.context.env
+        for value, where, agent in (
+                (self.config.get("agent_addr"), f"backends.{self.name}.agent_addr", True),
+                (self.config.get("addr"), f"backends.{self.name}.addr", False),
+                (env.get("VAULT_AGENT_ADDR"), "$VAULT_AGENT_ADDR", True),
+                (env.get("VAULT_ADDR"), "$VAULT_ADDR", False)):
+            items = value if isinstance(value, list) else str(value or "").split(",")
+            addrs = [a.strip().rstrip("/") for a in items if a.strip()]
+            if addrs:
+                return addrs, where, agent
+        raise Skip("no Vault address: set addr or $VAULT_ADDR")
+
     def _connection(self) -> Connection:
         env = self.context.env
-        addr = (self.config.get("addr") or env.get("VAULT_ADDR", "")).strip()
-        if not addr:
-            raise Skip("no Vault address: set addr or $VAULT_ADDR")
-        if "://" not in addr:
-            where = f"backends.{self.name}.addr" if self.config.get("addr") else "$VAULT_ADDR"
-            raise ConfigError(f"expected a URL like https://vault:8200, got {addr!r}",
-                              key=where)
-        where_to = origin(addr)
-        if where_to is not None and where_to[0] == "http" and not is_loopback(addr):
-            log.warning("vault backend %s: %s is plain http: the Vault token and the key "
-                        "travel unencrypted; use https", self.name, show_origin(where_to))
+        addrs, where, agent = self._addresses()
+        for addr in addrs:
+            if "://" not in addr:
+                raise ConfigError(f"expected a URL like https://vault:8200, got {addr!r}",
+                                  key=where)
+            where_to = origin(addr)
+            if where_to is not None and where_to[0] == "http" and not is_loopback(addr):
+                log.warning("vault backend %s: %s is plain http: the Vault token and the key "
+                            "travel unencrypted; use https", self.name, show_origin(where_to))
         verify: bool | str = True
         ca_cert = self.config.get("ca_cert") or env.get("VAULT_CACERT")
         if self.config["tls_skip_verify"]:
@@ -189,10 +208,11 @@ class VaultBackend(Backend):
             cert_path = _existing(self.config["client_cert"], "client_cert")
             key_path = self.config.get("client_key")
             cert = (cert_path, _existing(key_path, "client_key", "own")) if key_path else cert_path
-        return Connection(addr.rstrip("/"), self.config.get("namespace") or
-                        env.get("VAULT_NAMESPACE") or None, verify, cert,
-                        self.config["connect_timeout"], self.config["timeout"],
-                        max(0, self.config["retries"]))
+        return Connection(",".join(addrs), self.config.get("namespace") or
+                          env.get("VAULT_NAMESPACE") or None, verify, cert,
+                          self.config["connect_timeout"], self.config["timeout"],
+                          max(0, self.config["retries"]),
+                          tuple(addrs) if len(addrs) > 1 else (), agent)
 
     # --- reading ------------------------------------------------------------------------
 

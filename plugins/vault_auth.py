@@ -130,6 +130,8 @@ class Authenticator:
             value = _read_credential(path, "token_file")
             return _remembered(Credential(value, f"token_file {path}"))
         path = os.path.join(home(), ".vault-token")
+        if not os.path.exists(path) and self.http.connection.agent:
+            return Credential("", f"the auto-auth of the agent at {self.http.connection.addr}")
         if not os.path.exists(path):
             raise Skip("no Vault token: $VAULT_TOKEN is not set, no token_file option, "
                        "no ~/.vault-token (run: vault login)")
@@ -267,6 +269,8 @@ class Authenticator:
         now = self.context.now()
         if cached.expires is not None and cached.expires - now <= LOGIN_MARGIN:
             return None  # spent: log in again
+        if cached.expires is not None and cached.expires > now + cached.ttl + LOGIN_MARGIN:
+            return None  # stored while the clock was ahead: its expiry says nothing true
         if cached.renewable and cached.expires is not None and (
                 cached.expires - now < cached.ttl / 2):
             return self._renew(cached)

@@ -1,6 +1,14 @@
 """Talking to Vault: hvac's adapter, per-call timeouts inside the run's deadline, bounded
-retries, redirects followed by hand (same origin only), and transport failures turned into
-one-line errors.
+retries, failover between the nodes of a cluster, redirects followed by hand (same origin or
+another configured node only), and transport failures turned into one-line errors.
+
+Several addresses (a cluster's nodes): a call that fails on one node for a reason another
+node may not share (refused, reset, no answer, 5xx, 429, sealed) goes on at once to the next
+node, each attempt given at most half the time left so that one blackholed node never uses
+the whole deadline; after a round of every node it waits (backoff) and goes round again,
+again while the deadline allows (a leader election takes a second or two), unless every
+node refused the connection or is sealed (down, not electing). The node
+that answered last is tried first by later runs.
 
 Responses are inspected here rather than through hvac's exceptions, whose text carries the
 request URL and the raw body; messages are built from the status and Vault's own ``errors``
@@ -9,8 +17,11 @@ list only, so no token or secret can end up in them.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import ipaddress
 import logging
+import os
 import random
 import re
 import time
@@ -20,7 +31,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from keyhelper import redact
-from keyhelper.backend import Context
+from keyhelper.backend import (
+    Context,
+    dump_record,
+    load_record,
+    read_state_file,
+    write_state_file,
+)
 from keyhelper.errors import BackendError, DeadlineExceeded
 
 if TYPE_CHECKING:
@@ -38,6 +55,7 @@ MAX_DETAIL = 160
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 3
 DEFAULT_PORTS = {"http": 80, "https": 443}
+NODE_FORMAT = "keyhelper-vault-node 1"
 
 
 @dataclass(frozen=True)
@@ -51,6 +69,12 @@ class Connection:
     connect_timeout: float = 2.0
     read_timeout: float = 5.0
     retries: int = 2
+    nodes: tuple[str, ...] = ()  # a cluster's addresses, in order; () means (addr,)
+    agent: bool = False  # a local Vault Agent / Proxy: it may add the token itself
+
+    @property
+    def all_nodes(self) -> tuple[str, ...]:
+        return self.nodes or (self.addr,)
 
 
 Settings = Connection  # the former name, for code written against it
@@ -90,6 +114,9 @@ class VaultHttp:
         self.connection = connection
         self.context = context
         self.requests = requests
+        self.nodes = connection.all_nodes
+        self.origins = {o for o in map(origin, self.nodes) if o is not None}
+        self.node = _NodeMemo(context.state_dir, connection).read(len(self.nodes))
         self.session = session = _no_redirect_session()
         # No ~/.netrc credentials or proxy variables: only what the configuration says.
         session.trust_env = False
@@ -98,7 +125,8 @@ class VaultHttp:
         session.cert = connection.cert
         # Redirects are followed in _send, same origin only: requests would keep X-Vault-Token
         # and re-send login bodies to any host, https -> http included.
-        self.adapter = RawAdapter(base_uri=connection.addr, namespace=connection.namespace,
+        self.adapter = RawAdapter(base_uri=self.nodes[self.node],
+                                  namespace=connection.namespace,
                                   verify=connection.verify, cert=connection.cert, session=session,
                                   allow_redirects=False)
         if connection.verify is False:
@@ -109,24 +137,52 @@ class VaultHttp:
     def close(self) -> None:
         self.adapter.close()
 
+    @property
+    def here(self) -> str:
+        """The node being asked (the address when there is one)."""
+        return self.nodes[self.node]
+
+    def _next_node(self) -> None:
+        self.node = (self.node + 1) % len(self.nodes)
+        self.adapter.base_uri = self.here
+
     def call(self, method: str, path: str, *, token: str | None = None,
              json: Mapping[str, Any] | None = None,
              params: Mapping[str, str] | None = None) -> dict[str, Any]:
         """One API call (``path`` without ``/v1/``), retried on 5xx, 429 and connection
         errors while the deadline allows. Returns the JSON body ({} for 204)."""
-        attempt = 0
+        first = self.node
+        attempt = 0  # rounds of every node
+        refused = 0  # nodes of this round where nothing listens
         while True:
             try:
-                return self._once(method, path, token=token, json=json, params=params)
+                body = self._once(method, path, token=token, json=json, params=params)
             except VaultStatus as exc:
-                if exc.status not in RETRY_STATUSES or exc.sealed:
+                if exc.status not in RETRY_STATUSES or (exc.sealed and len(self.nodes) == 1):
                     raise
                 failure: Exception = exc
+                refused += exc.sealed  # as hopeless as a node that is down
             except _Retryable as exc:
                 failure = exc.error
+                refused += exc.refused
+            else:
+                if self.node != first:
+                    _NodeMemo(self.context.state_dir, self.connection).write(self.node)
+                return body
+            if len(self.nodes) > 1:
+                log.debug("vault: %s %s failed at %s (%s)", method, path, self.here, failure)
+                self._next_node()
+                if self.node != first and self._time_for(0):
+                    continue  # another node at once
+                if refused == len(self.nodes):
+                    raise failure  # down or sealed everywhere: not electing a leader
+                refused = 0
             attempt += 1
             delay = min(MAX_BACKOFF, 0.1 * 2 ** attempt) * (0.5 + random.random())  # noqa: S311
-            if attempt > self.connection.retries or not self._time_for(delay):
+            # A cluster goes round while the deadline allows: electing a new leader takes
+            # a second or two, during which every node refuses.
+            if (attempt > self.connection.retries and len(self.nodes) == 1) or \
+                    not self._time_for(delay):
                 raise failure
             log.debug("vault: %s %s failed (%s); retry %d in %.2f s", method, path,
                       failure, attempt, delay)
@@ -139,7 +195,9 @@ class VaultHttp:
     def _timeouts(self) -> tuple[float, float]:
         left = self.context.remaining() - DEADLINE_MARGIN
         if left < MIN_CALL_SECONDS:
-            raise DeadlineExceeded(f"no time left to ask Vault at {self.connection.addr}")
+            raise DeadlineExceeded(f"no time left to ask Vault at {self.here}")
+        if len(self.nodes) > 1:
+            left = max(MIN_CALL_SECONDS, left / 2)  # leave time for another node
         read = min(self.connection.read_timeout, left)
         return min(self.connection.connect_timeout, read), read
 
@@ -167,7 +225,7 @@ class VaultHttp:
             while (target := self._redirect(response, carried)) is not None:
                 hops += 1
                 if hops > MAX_REDIRECTS:
-                    raise BackendError(f"Vault at {self.connection.addr} redirected more than "
+                    raise BackendError(f"Vault at {self.here} redirected more than "
                                        f"{MAX_REDIRECTS} times; not followed further")
                 connect, read = self._timeouts()
                 response = self.session.send(_redirected(response, target),
@@ -175,22 +233,26 @@ class VaultHttp:
         except exc_mod.SSLError as exc:
             reason = _ssl_reason(exc)
             hint = " (check ca_cert / $VAULT_CACERT)" if "verify" in reason else ""
-            raise BackendError(f"TLS failure talking to Vault at {self.connection.addr}: "
+            raise BackendError(f"TLS failure talking to Vault at {self.here}: "
                                f"{reason}{hint}") from None
         except exc_mod.ConnectTimeout:
             raise _Retryable(BackendError(
-                f"cannot connect to Vault at {self.connection.addr} (no answer within "
+                f"cannot connect to Vault at {self.here} (no answer within "
                 f"{connect:.1f} s)")) from None
         except exc_mod.Timeout:
-            raise DeadlineExceeded(f"Vault at {self.connection.addr} did not answer within "
-                                   f"{read:.1f} s") from None
+            late = DeadlineExceeded(f"Vault at {self.here} did not answer within "
+                                    f"{read:.1f} s")
+            if len(self.nodes) > 1:
+                raise _Retryable(late) from None  # another node may answer
+            raise late from None
         except exc_mod.ConnectionError as exc:
-            raise _Retryable(BackendError(f"cannot connect to Vault at {self.connection.addr} "
-                                          f"({_connection_reason(exc)})")) from None
+            reason = _connection_reason(exc)
+            raise _Retryable(BackendError(f"cannot connect to Vault at {self.here} ({reason})"),
+                             refused=reason.startswith("connection refused")) from None
         except exc_mod.InvalidURL:
-            raise BackendError(f"not a usable Vault address: {self.connection.addr!r}") from None
+            raise BackendError(f"not a usable Vault address: {self.here!r}") from None
         except exc_mod.RequestException as exc:
-            raise BackendError(f"request to Vault at {self.connection.addr} failed "
+            raise BackendError(f"request to Vault at {self.here} failed "
                                f"({type(exc).__name__})") from None
         return response
 
@@ -206,9 +268,9 @@ class VaultHttp:
         target = urljoin(url, str(response.headers["location"]))
         there = origin(target)
         if here is None or there is None:
-            raise BackendError(f"Vault at {self.connection.addr} redirected to an address that "
+            raise BackendError(f"Vault at {self.here} redirected to an address that "
                                "is not an http(s) URL; not followed")
-        if there != here:
+        if there != here and there not in self.origins:  # another configured node is fine
             why = ("a downgrade to plain http" if (here[0], there[0]) == ("https", "http")
                    else "another origin")
             raise BackendError(f"Vault at {show_origin(here)} redirected to "
@@ -218,9 +280,33 @@ class VaultHttp:
         return target
 
 
+class _NodeMemo:
+    """Which node of a cluster answered last (its index), kept in the state directory so
+    that later runs do not start with a node that is down."""
+
+    def __init__(self, state_dir: str, connection: Connection):
+        self.path = ""
+        if state_dir and len(connection.all_nodes) > 1:
+            name = hashlib.sha256("\x00".join(connection.all_nodes).encode()).hexdigest()[:32]
+            self.path = os.path.join(state_dir, f"vault-node-{name}")
+
+    def read(self, count: int) -> int:
+        data = read_state_file(self.path) if self.path else None
+        fields = load_record(NODE_FORMAT, data, ("node",)) if data else None
+        if fields is None or not fields["node"].isdigit() or int(fields["node"]) >= count:
+            return 0
+        return int(fields["node"])
+
+    def write(self, node: int) -> None:
+        if self.path:
+            with contextlib.suppress(OSError):
+                write_state_file(self.path, dump_record(NODE_FORMAT, [("node", str(node))]))
+
+
 class _Retryable(Exception):
-    def __init__(self, error: BackendError):
+    def __init__(self, error: BackendError, refused: bool = False):
         self.error = error
+        self.refused = refused
         super().__init__(error.message)
 
 

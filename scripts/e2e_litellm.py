@@ -6,63 +6,22 @@ Vault reads for several concurrent sessions, and what a rotation does through Li
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from claude_cli import claude_env, claude_home, claude_p, vault_config  # noqa: E402
-from fixtures_openbao import audit_reads, free_port, start_openbao  # noqa: E402
+from fixtures_openbao import audit_reads, start_openbao  # noqa: E402
+from litellm_proxy import start_litellm  # noqa: E402
 
-LITELLM = ROOT / ".deps" / "litellm-venv" / "bin" / "litellm"
 KEYHELPER = Path(sys.executable).parent / "keyhelper"
-
-CONFIG = """\
-model_list:
-  - model_name: "*"
-    litellm_params:
-      model: "anthropic/claude-mock"
-      api_key: "not-used"
-      mock_response: "hi from litellm"
-general_settings:
-  master_key: os.environ/LITELLM_MASTER_KEY
-"""
-
-
-@contextmanager
-def litellm(work: Path, master_key: str) -> Iterator[str]:
-    port = free_port()
-    (work / "litellm.yaml").write_text(CONFIG)
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_MASTER_KEY": master_key}
-    log = (work / "litellm.log").open("ab")
-    proc = subprocess.Popen([str(LITELLM), "--config", str(work / "litellm.yaml"), "--host",
-                             "127.0.0.1", "--port", str(port)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        give_up = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health/liveliness", timeout=1):
-                    break
-            except (urllib.error.URLError, OSError):
-                if proc.poll() is not None or time.monotonic() > give_up:
-                    raise RuntimeError("LiteLLM did not start; see " + str(work)) from None
-                time.sleep(0.2)  # polling a server that takes ~8 s to start
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
 
 
 def main() -> int:
@@ -76,7 +35,8 @@ def main() -> int:
             home = claude_home(work, str(KEYHELPER),
                                vault_config(work, server.addr, server.root_token, path))
             cache = work / "cache"
-            with litellm(work, "sk-litellm-master-one") as url:
+            with start_litellm(work / "one", None, master_key="sk-litellm-master-one") as proxy:
+                url = proxy.url
                 env = claude_env(home, url, KEYHELPER_CACHE_DIR=str(cache))
                 started = time.monotonic()
                 out, err = claude_p(env, work).communicate(timeout=120)
@@ -88,7 +48,8 @@ def main() -> int:
                       f"{audit_reads(audit, secret)}")
             # Rotation: the key changes in Vault and LiteLLM restarts with it.
             server.kv_put(path, {"api_key": "sk-litellm-master-two"})
-            with litellm(work, "sk-litellm-master-two") as url:
+            with start_litellm(work / "two", None, master_key="sk-litellm-master-two") as proxy:
+                url = proxy.url
                 env = claude_env(home, url, KEYHELPER_CACHE_DIR=str(cache))
                 old = urllib.request.Request(f"{url}/v1/messages", method="POST",
                                              data=b'{"model":"m","max_tokens":5,"messages":[]}',

@@ -21,7 +21,7 @@ from helpers import SITECUSTOMIZE  # after the sys.path line above
 # The isolated environment and write_config, then the real servers, each fixture module
 # owned by its backend's tests. pytest allows pytest_plugins only in the rootdir's conftest.
 pytest_plugins = ["keyhelper.testing.fixtures", "fixtures_openbao", "fixtures_keyring",
-                  "fixtures_oidc"]
+                  "fixtures_oidc", "fixtures_raft"]
 
 
 @pytest.fixture

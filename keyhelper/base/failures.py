@@ -57,7 +57,8 @@ class FailureLog:
         """Remember a failure; ``delay(count)`` says how long not to retry after the
         ``count``-th failure in a row in the same environment."""
         previous = self.read()
-        count = previous.count + 1 if previous and previous.envsum == envsum else 1
+        count = previous.count + 1 if (previous and previous.envsum == envsum
+                                       and previous.failed_at <= now) else 1
         failure = Failure(now, now + delay(count), count, envsum, message[:MAX_MESSAGE])
         data = records.dump(FAILURE_FORMAT, [
             ("failed_at", repr(failure.failed_at)), ("retry_at", repr(failure.retry_at)),

@@ -148,6 +148,19 @@ def _absolute(env: "Mapping[str, str]", var: str) -> bool:
     return os.path.isabs(env.get(var) or "")
 
 
+def venv_site_packages(executable: str) -> str | None:
+    """The site-packages of the virtualenv ``executable`` belongs to (None outside one),
+    for the running Python version: a venv upgraded to another Python has another one.
+    keyhelper/launcher.py holds a copy (it runs before keyhelper can be imported)."""
+    venv = os.path.dirname(os.path.dirname(executable))
+    if not os.path.isfile(os.path.join(venv, "pyvenv.cfg")):
+        return None
+    if os.name == "nt":
+        return os.path.join(venv, "Lib", "site-packages")
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    return os.path.join(venv, "lib", version, "site-packages")
+
+
 def file_identity(path: str) -> str:
     """Changes whenever the file is edited or replaced, or its owner or mode changes (a
     config made unsafe is then a miss, and the full path refuses it), without reading it."""

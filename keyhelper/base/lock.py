@@ -81,3 +81,81 @@ def open_lock(path: str) -> tuple[int | None, str]:
         return fd, ""
     os.close(fd)
     return None, why
+
+
+# --- what the holder announces: until when the others may wait for it -------------------
+# Written into the lock file by the holder (the hit path provisionally, the full path once
+# it knows its deadline); a process that finds the lock held waits on the lean path only
+# while the holder says it is still within its time (keyhelper.cachepolicy.wait_turn). A
+# holder that announces nothing (another program, an older keyhelper) is not waited for
+# there: the full path waits for it, under the config's deadline.
+LOCK_FORMAT = "keyhelper-lock 1"
+
+
+def _private(fd: int) -> bool:
+    """Whether the lock file may carry an announcement: one name (a hard link would make the
+    write land in another file too) and 0600 at most (open_lock checked the owner)."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return st.st_nlink == 1 and (os.name != "posix" or not st.st_mode & 0o077)
+
+
+def announce(fd: int, until: float) -> None:
+    """Say in the lock file that this holder gives up at ``until`` (epoch seconds); never
+    into a lock file that is not private (it is then used as a lock only)."""
+    from keyhelper.base.records import dump
+
+    if not _private(fd):
+        return
+    data = dump(LOCK_FORMAT, [("until", repr(until))])
+    try:
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+    except (OSError, AttributeError):  # pragma: no cover - Windows (no pwrite): not waited for
+        pass
+
+
+def announced(fd: int) -> float | None:
+    """Until when the holder of this lock file said it may hold it; None if unknown."""
+    from keyhelper.base.records import load_unique, number
+
+    if not _private(fd):
+        return None
+    try:
+        data = os.pread(fd, 128, 0)
+    except (OSError, AttributeError):  # pragma: no cover - Windows
+        return None
+    table = load_unique(LOCK_FORMAT, data, ("until",))
+    try:
+        return None if table is None else number(table["until"])
+    except ValueError:
+        return None
+
+
+# --- a lock taken on the hit path, handed over to the full path (same process) ------------
+# flock belongs to an open file: the full path must reuse the descriptor the hit path locked,
+# not open the file again (that would wait for itself).
+_handed: dict[str, int] = {}
+
+
+def hand_over(path: str, fd: int) -> None:
+    """Keep ``fd``, locked, for the full path's lock on ``path`` (:func:`take_over`)."""
+    _handed[path] = fd
+
+
+def take_over(path: str) -> int | None:
+    """The locked descriptor the hit path handed over for ``path``, if any; the caller
+    unlocks and closes it."""
+    return _handed.pop(path, None)
+
+
+def release_handed() -> None:
+    """The full path will not use the cache: let the waiting processes go on now."""
+    while _handed:
+        _, fd = _handed.popitem()
+        try:
+            unlock(fd)
+        finally:
+            os.close(fd)

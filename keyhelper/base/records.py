@@ -121,8 +121,10 @@ def digest(text: str) -> str:
 
 # --- the cache entry ----------------------------------------------------------------------
 
-# Version 2: every value is %-quoted (records); a version-1 entry is a miss.
-ENTRY_FORMAT = "keyhelper-cache 2"
+# Version 2: every value is %-quoted (records). Version 3: a last ``check`` line, the sha256
+# of everything before it, so an entry damaged in place is a miss. An older entry is a miss.
+ENTRY_FORMAT = "keyhelper-cache 3"
+CHECK = b"check "
 MAX_KEY_CHARS = 16384  # the longest key Claude Code sends (as keyhelper.redact)
 _TIMES = ("stored", "expires", "refresh")
 
@@ -155,15 +157,20 @@ class Entry:
                   *(("env_name", name) for name in self.env_names), ("envsum", self.envsum),
                   *((f"x-{name}", value) for name, value in sorted(self.extra.items())),
                   ("key", self.key)]
-        return dump(ENTRY_FORMAT, fields)
+        body = dump(ENTRY_FORMAT, fields)
+        return body + CHECK + sha256(body).hexdigest().encode() + b"\n"
 
     def matches_env(self, env: "Mapping[str, str]") -> bool:
         return env_digest(self.env_names, env) == self.envsum
 
 
 def parse_entry(data: bytes) -> "Entry | None":
-    """An entry from its bytes, or None if anything is off (a corrupt entry is a miss)."""
-    fields = load(ENTRY_FORMAT, data)
+    """An entry from its bytes, or None if anything is off (a corrupt entry is a miss):
+    the last line must be the checksum of the rest."""
+    cut = data.rfind(b"\n" + CHECK) + 1
+    if not cut or data[cut:] != CHECK + sha256(data[:cut]).hexdigest().encode() + b"\n":
+        return None
+    fields = load(ENTRY_FORMAT, data[:cut])
     if fields is None:
         return None
     table = dict(fields)

@@ -3,13 +3,21 @@ lock, a re-read, the chain only when the rules say so, the new entry stored, the
 served when every backend fails (stale-if-error), the shared failure record (backoff).
 Kept apart from the rules only so that a cache hit does not load it."""
 
-from keyhelper.base.records import Entry, env_digest, marker_path, read_marker, write_marker
+from keyhelper.base.records import (
+    Entry,
+    env_digest,
+    fingerprint,
+    marker_path,
+    read_marker,
+    write_marker,
+)
 from keyhelper.cachepolicy import (
     EXPIRY_MARGIN,
-    backoff,
+    backed_off,
     fresh,
     refetch_too_soon,
     rejected,
+    retry_delay,
     stale_servable,
 )
 
@@ -115,21 +123,49 @@ class CachedFetcher:
         if fresh(entry, self.env, self.now(), env_names) and not self._rejected(entry, seen):
             assert entry is not None
             return self.serve(entry, "hit")
-        with self.lock():
-            entry = self.store.read(self.key)  # another process may have fetched meanwhile
-            source = "fetched"
-            if fresh(entry, self.env, self.now(), env_names):
-                assert entry is not None
-                if not self._rejected(entry, seen):
-                    return self.serve(entry, "hit")
-                if refetch_too_soon(entry, self.now()):
-                    self.report("info", "the refetched key was refused as well; not "
-                                        "refetching yet")
-                    return self.serve(entry, "hit")
-                self.report("info", "the calling Claude Code process asks again within its "
-                                    "TTL: its key was refused; fetching anew")
-                source = "rotated"
-            return self.fetch_and_store(fetch, entry, env_names, source)
+        from keyhelper.errors import DeadlineExceeded  # a miss only: not on the hit path
+
+        locked = False
+        try:
+            with self.lock():
+                locked = True
+                return self._locked_get(fetch, env_names, seen)
+        except DeadlineExceeded:
+            if locked:
+                raise
+            return self._stale_while_waiting(env_names)
+
+    def _locked_get(self, fetch: "Callable[[], Fetched]", env_names: "Sequence[str]",
+                    seen: tuple[float, float] | None) -> "Outcome":
+        """Under the entry's lock: re-read, and fetch only if the rules say so."""
+        entry = self.store.read(self.key)  # another process may have fetched meanwhile
+        source = "fetched"
+        if fresh(entry, self.env, self.now(), env_names):
+            assert entry is not None
+            if not self._rejected(entry, seen):
+                return self.serve(entry, "hit")
+            if refetch_too_soon(entry, self.now()):
+                self.report("info", "the refetched key was refused as well; not "
+                                    "refetching yet")
+                return self.serve(entry, "hit")
+            self.report("info", "the calling Claude Code process asks again within its "
+                                "TTL: its key was refused; fetching anew")
+            source = "rotated"
+        return self.fetch_and_store(fetch, entry, env_names, source)
+
+    def _stale_while_waiting(self, env_names: "Sequence[str]") -> "Outcome":
+        """The process fetching this key did not finish within our deadline (a backend
+        that hangs, a cluster electing a leader): the old key if stale-if-error allows."""
+        entry = self.store.read(self.key)
+        from keyhelper.errors import DeadlineExceeded
+
+        if not stale_servable(entry, env_names, self.env, self.now(), self.rules.stale_grace):
+            raise DeadlineExceeded("timed out waiting for another keyhelper process fetching "
+                                   "the same key")
+        assert entry is not None
+        self.report("warning", "another keyhelper process is still fetching the key; serving "
+                               f"the cached key {fingerprint(entry.key)}")
+        return self.serve(entry, "stale")
 
     def refresh(self, fetch: "Callable[[], Fetched]", env_names: "Sequence[str]",
                 expected_stored: float) -> "Outcome | None":
@@ -152,14 +188,15 @@ class CachedFetcher:
         try:
             remembered = failures.read()
             if (remembered is not None and remembered.envsum == envsum
-                    and now < remembered.retry_at):
+                    and backed_off(remembered.failed_at, remembered.retry_at, now)):
                 raise BackedOff(remembered.message, remembered.failed_at,
                                 remembered.retry_at, now)
             fetched = fetch()
         except NoKeyError as exc:
+            now = self.now()  # the backoff counts from the failure, not the fetch's start
             if not isinstance(exc, BackedOff) and any(a.outcome == "failed"
                                                       for a in exc.attempts):
-                failures.record(exc.describe(), now, envsum, backoff)
+                failures.record(exc.describe(), now, envsum, retry_delay)
             if not stale_servable(old, env_names, self.env, now, self.rules.stale_grace):
                 raise
             assert old is not None

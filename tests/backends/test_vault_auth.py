@@ -189,6 +189,30 @@ def test_spent_or_revoked_login_token_means_a_new_login(openbao: OpenBao, write_
     assert login_fields(cached)["token"] not in (first["token"], second["token"])
 
 
+def test_a_login_token_stored_with_the_clock_ahead_means_a_new_login(
+        openbao: OpenBao, write_config, cache_dir, tmp_path: Path):
+    path, policy = seed(openbao, "sk-future")
+    role_id, secret_id = approle(openbao, policy)
+    secret_file = private_file(tmp_path / "secret-id", secret_id)
+    write_config(f'chain = ["vault"]\n[backends.vault]\npath = "{path}"\nauth = "approle"\n'
+                 f'role_id = "{role_id}"\nsecret_id_file = "{secret_file}"\n')
+    assert get(openbao).stdout == "sk-future\n"
+    cached = login_file(cache_dir)
+    first = login_fields(cached)
+    # Logged in while the clock was two days ahead: its expiry is past its own TTL from now.
+    cached.write_text(cached.read_text().replace(
+        f"expires {first['expires']}", f"expires {float(first['expires']) + 2 * 86400!r}"))
+    tokens = openbao.token_count()
+
+    result = get(openbao)
+
+    assert (result.returncode, result.stdout, result.stderr) == (0, "sk-future\n", "")
+    assert openbao.token_count() == tokens + 1
+    again = login_fields(cached)
+    assert again["token"] != first["token"]
+    assert float(again["expires"]) == pytest.approx(time.time() + 3600, abs=30)
+
+
 # --- jwt -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -163,9 +163,10 @@ def test_watched_env_follows_the_auth_method():
         config = VaultBackend.validate({"path": "secret/x", **options}, source="t", key="k")
         return VaultBackend("v", config, context()).watched_env()
 
-    assert watched() == ("VAULT_ADDR", "VAULT_NAMESPACE", "VAULT_CACERT", "VAULT_TOKEN")
+    assert watched() == ("VAULT_AGENT_ADDR", "VAULT_ADDR", "VAULT_NAMESPACE", "VAULT_CACERT",
+                         "VAULT_TOKEN")
     assert watched(auth="approle", role_id="r", secret_id_env="CI_SECRET") == (
-        "VAULT_ADDR", "VAULT_NAMESPACE", "VAULT_CACERT", "CI_SECRET")
+        "VAULT_AGENT_ADDR", "VAULT_ADDR", "VAULT_NAMESPACE", "VAULT_CACERT", "CI_SECRET")
 
 
 def test_importing_the_plugin_imports_no_http_library():

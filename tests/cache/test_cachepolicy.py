@@ -151,7 +151,9 @@ def test_stale_if_error_within_the_grace_never_past_the_keys_expiry(tmp_path: Pa
     assert not cachepolicy.stale_servable(entry, NAMES, ENV, 1_000_000.0 + 7200, 1e9)
 
 
-def test_a_failure_backs_off_for_every_process_then_retries(tmp_path: Path) -> None:
+def test_a_failure_backs_off_for_every_process_then_retries(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cachepolicy, "BACKOFF_JITTER", 0.0)
     clock, chain = Clock(), Chain()
     chain.failing = True
     with pytest.raises(NoKeyError) as first:
@@ -167,6 +169,41 @@ def test_a_failure_backs_off_for_every_process_then_retries(tmp_path: Path) -> N
     chain.failing = False
     assert fetcher(tmp_path, Memory(), clock).get(chain, NAMES).value == "key-2"
     assert [cachepolicy.backoff(n) for n in (1, 2, 3, 4, 5, 6)] == [2, 4, 8, 16, 30, 30]
+
+
+def test_the_backoff_is_stretched_at_random_by_up_to_half() -> None:
+    delays = [cachepolicy.retry_delay(5) for _ in range(200)]
+    assert all(30 <= d <= 45 for d in delays)
+    assert max(delays) - min(delays) > 10  # spread, not one instant for every machine
+
+
+def test_a_served_marker_from_the_future_is_not_a_repeat_call() -> None:
+    entry = Entry("k", "src", 10.0, 10_000.0, 9_000.0, None, [], env_digest([], {}))
+    assert not cachepolicy.rejected(entry, (10.0, 100.0 + 2 * 86400), {}, 100.0)
+
+
+def test_an_entry_from_the_future_is_not_fresh_nor_stale_servable() -> None:
+    now = 1_000_000.0
+    entry = Entry("k", "src", now + 86400, now + 86700, now + 86640, None, NAMES,
+                  env_digest(NAMES, ENV))
+    assert not cachepolicy.fresh(entry, ENV, now, NAMES)
+    assert not cachepolicy.stale_servable(entry, NAMES, ENV, now, 3600)
+
+
+def test_a_failure_from_the_future_is_forgotten(tmp_path: Path) -> None:
+    """Recorded with the clock two days ahead, then back at the right time: retried."""
+    clock, chain = Clock(), Chain()
+    chain.failing = True
+    real = clock.now
+    clock.now += 2 * 86400
+    with pytest.raises(NoKeyError):
+        fetcher(tmp_path, Memory(), clock).get(chain, NAMES)
+    clock.now = real
+    chain.failing = False
+    assert fetcher(tmp_path, Memory(), clock).get(chain, NAMES).value == "key-2"
+    assert not cachepolicy.backed_off(real + 6, real + 8, real)  # beyond the skew
+    assert cachepolicy.backed_off(real + 4, real + 6, real)  # within it
+    assert not cachepolicy.backed_off(real, real + 3600, real)  # longer than any backoff
 
 
 def test_a_background_refresh_does_nothing_if_someone_refreshed(tmp_path: Path) -> None:

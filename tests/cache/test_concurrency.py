@@ -91,6 +91,55 @@ def test_30_processes_on_a_cold_cache_make_one_backend_call(write_config, tmp_pa
     assert source.calls == 1
 
 
+PER_PROCESS_HOOK = """\
+import atexit, os, sys
+
+def _dump():
+    with open(os.environ["MODULES_OUT"] + "." + str(os.getpid()), "w") as out:
+        out.write("\\n".join(sorted(sys.modules)))
+
+atexit.register(_dump)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc (Linux)")
+def test_a_cold_burst_waits_on_the_lean_path(write_config, tmp_path: Path,
+                                             cache_dir: Path) -> None:
+    """Waiting is a hit that has not happened yet: of a burst on a cold entry, only the
+    process that fetches imports the full path; the others wait for the lock on the lean
+    path and serve the entry it stored."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(PER_PROCESS_HOOK)
+    out = tmp_path / "modules"
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    source = counting_command(tmp_path, gate=gate)
+    write_config("deadline = 60\n" + source.toml("vault", timeout=60))
+    lock = cache_dir / (kentry.entry_key(Selection(("vault",)), os.environ) + ".lock")
+    env = {**os.environ, "PYTHONPATH": str(hook), "MODULES_OUT": str(out)}
+    procs = [subprocess.Popen([SCRIPT, "--backend", "vault"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for _ in range(PROCESSES)]
+    try:
+        wait_until(lambda: source.calls >= 1, "the backend to start", procs)
+        wait_until(lambda: all(str(lock) in open_files(p.pid) for p in procs),
+                   "every process to reach the lock", procs)
+        with open(gate, "w") as release:
+            release.write("go\n")
+        results = [(proc.wait(timeout=60), proc.communicate()[0]) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+    assert results == [(0, source.key + "\n")] * PROCESSES
+    assert source.calls == 1
+    full = [p.pid for p in procs
+            if "keyhelper.resolver" in Path(f"{out}.{p.pid}").read_text().split("\n")]
+    assert len(full) == 1, full
+
+
 def test_concurrent_hits_all_serve_the_entry(write_config, tmp_path: Path) -> None:
     source = counting_command(tmp_path)
     write_config(source.toml("vault"))

@@ -9,7 +9,7 @@ Layers, bottom up (docs/architecture.md):
   3  the resolver                config, policy, registry, chain, stores, oskeyring, resolver,
                                  testing
   4  entry points and commands   console, cli, app, refresh, diagnose, jwks, keystore,
-                                 setup_claude
+                                 setup_claude, gateway (LiteLLM's custom_auth)
 Imports under ``if TYPE_CHECKING:`` do not run, and are left out.
 """
 
@@ -30,7 +30,7 @@ LAYERS = {
     "oskeyring": 3,
     "resolver": 3, "testing": 3,
     "console": 4, "cli": 4, "app": 4, "refresh": 4, "diagnose": 4, "jwks": 4, "keystore": 4,
-    "setup_claude": 4, "signin": 4, "__main__": 4,
+    "setup_claude": 4, "signin": 4, "launcher": 4, "__main__": 4, "gateway": 4,
 }
 CONTRACT = {"keyhelper.backend", "keyhelper.errors", "keyhelper.redact"}
 PLUGIN_API = {*CONTRACT, "keyhelper.oskeyring"}

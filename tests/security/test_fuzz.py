@@ -8,6 +8,7 @@ console script a corrupt entry means a re-fetch.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import math
 import os
 import tomllib
@@ -197,6 +198,27 @@ def test_entry_parser_on_damaged_entries(position: int, cut: int, insert: bytes)
                       max_size=12))
 def test_entry_parser_on_entry_shaped_text(lines: list[str]) -> None:
     check_parsed("\n".join([kentry.ENTRY_FORMAT, *lines, ""]).encode())
+
+
+def with_check(body: bytes) -> bytes:
+    """``body`` with the checksum line a version-3 entry ends with, so that fuzzing reaches
+    the field parser behind it."""
+    return body + kentry.CHECK + hashlib.sha256(body).hexdigest().encode() + b"\n"
+
+
+@FUZZ
+@given(lines=st.lists(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=30),
+                      max_size=12))
+def test_entry_parser_on_entry_shaped_text_behind_a_valid_checksum(lines: list[str]) -> None:
+    check_parsed(with_check("\n".join([kentry.ENTRY_FORMAT, *lines, ""]).encode()))
+
+
+@FUZZ
+@given(position=st.integers(0, len(VALID)), cut=st.integers(0, 40), insert=st.binary(max_size=8))
+def test_entry_parser_on_damaged_fields_behind_a_valid_checksum(position: int, cut: int,
+                                                                insert: bytes) -> None:
+    body = VALID[:VALID.rindex(kentry.CHECK)]
+    check_parsed(with_check(body[:position] + insert + body[position + cut:]))
 
 
 def test_a_valid_entry_round_trips() -> None:

@@ -296,7 +296,7 @@ def test_a_failure_record_not_ours_and_private_is_ignored(kind: str, planter: Pl
     service with a message of the other user's choosing)."""
     now = time.time()
     record = records.dump(failures.FAILURE_FORMAT, [
-        ("failed_at", repr(now)), ("retry_at", repr(now + 600)), ("count", "1"),
+        ("failed_at", repr(now)), ("retry_at", repr(now + 30)), ("count", "1"),
         ("envsum", kentry.env_digest([], {})),
         ("message", f"keyhelper: no key from counted\n  counted failed: {PLANTED}")])
     path = planter.plant(kind, cache / f"{entry_key()}.failed", record)

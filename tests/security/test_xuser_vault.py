@@ -41,6 +41,7 @@ from xuser import (
 )
 
 from keyhelper.backend import dump_record
+from keyhelper.registry import INDEX_NAME
 
 pytestmark = pytest.mark.vault
 
@@ -286,8 +287,9 @@ def test_vault_state_is_private_whatever_the_umask(mask: int, seeded: Seeded,
     result = run(env={"VAULT_ADDR": openbao.addr}, mask=mask)
     assert (result.returncode, result.stdout, result.stderr) == (0, REAL + "\n", "")
     state = cache_dir / "state"
-    made = sorted(p.name.split("-")[1] for p in state.iterdir())
+    made = sorted(p.name.split("-")[1] for p in state.iterdir() if p.name != INDEX_NAME)
     assert made == ["login", "mount"]
+    assert (state / INDEX_NAME).exists()  # the entry-point index: private like the rest
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     assert all(private_file(p) for p in state.iterdir())
     assert os.listdir(cache_dir) and all(

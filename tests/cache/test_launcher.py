@@ -1,0 +1,146 @@
+"""The site-less launcher (keyhelper/launcher.py) that `setup claude-code` writes for a
+regular install: a hit without `site`, a miss and every command with it, and each fallback
+when the layout is not the one setup saw (never a wrong key, never a traceback).
+
+A regular pip install in a venv of its own (tests/support/regular_install.py), built once.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from countingcmd import counting_command
+from helpers import Run
+from hit_path import FORBIDDEN
+from regular_install import ROOT, Install, make_install
+
+# What a hit through the launcher imports beyond `python -I -S -c pass`: keyhelper's lean
+# path and `os` (which `site` would have imported anyway).
+LEAN = {"keyhelper", "keyhelper.console", "keyhelper.cachepolicy", "os", "posixpath",
+        "genericpath", "stat", "_stat", "_collections_abc", "_sha256", "_sha2"}
+
+
+@pytest.fixture(scope="session")
+def regular(tmp_path_factory: pytest.TempPathFactory) -> Install:
+    return make_install(tmp_path_factory.mktemp("regular"))
+
+
+def run(argv: list[str]) -> Run:
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=60, check=False)
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def imported(python: str, argv: list[str]) -> tuple[Run, set[str]]:
+    """Run ``python -X importtime -I -S ARGV``: what it printed, and the modules it imported
+    (-X importtime works without site; a sitecustomize hook would not)."""
+    result = run([python, "-X", "importtime", "-I", "-S", *argv])
+    names = {line.split("|")[-1].strip() for line in result.stderr.splitlines()
+             if line.startswith("import time:") and line.count("|") == 2}
+    names.discard("package")  # the header line
+    return result, names
+
+
+def test_setup_writes_the_launcher_for_a_regular_install(regular: Install,
+                                                         isolated_env: Path) -> None:
+    result = run([regular.script, "setup", "claude-code", "--profile", "work"])
+    assert result.returncode == 0, result.stderr
+    helper = shlex.join(regular.lean("--profile", "work"))
+    settings = isolated_env / ".claude" / "settings.json"
+    assert json.loads(settings.read_text()) == {"apiKeyHelper": helper}
+    assert result.stdout == f"{settings}: apiKeyHelper = {helper}\n"
+
+
+def test_a_hit_through_the_launcher_runs_without_site(regular: Install, write_config,
+                                                      tmp_path: Path) -> None:
+    source = counting_command(tmp_path)
+    write_config(source.toml("vault"))
+    # A miss: the launcher brings in site (click-free full path, plugins by entry point).
+    miss, miss_modules = imported(regular.python, [str(regular.launcher), "-b", "vault"])
+    assert (miss.returncode, miss.stdout, source.calls) == (0, source.key + "\n", 1)
+    assert {"site", "keyhelper.resolver"} <= miss_modules
+    # A hit: the standard library's cheapest modules and keyhelper's lean path, no site.
+    _, baseline = imported(regular.python, ["-c", "pass"])
+    hit, hit_modules = imported(regular.python, [str(regular.launcher), "-b", "vault"])
+    assert (hit.returncode, hit.stdout, source.calls) == (0, source.key + "\n", 1)
+    extra = hit_modules - baseline
+    assert "site" not in extra
+    assert not extra & FORBIDDEN, sorted(extra & FORBIDDEN)
+    assert {m for m in extra if not m.startswith("keyhelper.base")} <= LEAN, sorted(extra)
+    # Claude Code runs the helper through sh -c: the written command, as written.
+    helper = shlex.join(regular.lean("-b", "vault"))
+    shell = run(["sh", "-c", helper])
+    assert (shell.returncode, shell.stdout, shell.stderr, source.calls) == (
+        0, source.key + "\n", "", 1)
+
+
+def test_commands_through_the_launcher_are_the_cli(regular: Install) -> None:
+    version = run(regular.lean("--version"))
+    assert (version.returncode, version.stdout) == (0, "keyhelper, version 0.1.0\n")
+    bad = run(regular.lean("--bogus"))
+    assert (bad.returncode, bad.stdout) == (2, "")
+    assert bad.stderr.startswith("Usage: keyhelper [OPTIONS]")  # named as the console script
+
+
+def test_a_launcher_outside_its_venv_takes_the_full_start_up(regular: Install, write_config,
+                                                              tmp_path: Path) -> None:
+    """A launcher that is not in the site-packages of the python running it (moved, copied,
+    Python upgraded under the venv) does not trust its own directory: site first."""
+    source = counting_command(tmp_path)
+    write_config(source.toml("vault"))
+    elsewhere = tmp_path / "python3.99" / "site-packages" / "keyhelper"
+    elsewhere.mkdir(parents=True)
+    shutil.copy(regular.launcher, elsewhere / "launcher.py")
+    (elsewhere / "console.py").write_text("raise SystemExit('not this one')\n")
+    for _ in range(2):  # a miss, then a hit: both from the venv's own keyhelper
+        result, modules = imported(regular.python, [str(elsewhere / "launcher.py"), "-b",
+                                                    "vault"])
+        assert (result.returncode, result.stdout) == (0, source.key + "\n")
+        assert "site" in modules
+    assert source.calls == 1
+
+
+def test_an_editable_checkout_falls_back_to_site(write_config, tmp_path: Path) -> None:
+    """The test venv's editable install: setup keeps the console script (tests in
+    cache/test_claude_loop.py), and the checkout's launcher still works, through site."""
+    source = counting_command(tmp_path)
+    write_config(source.toml("vault"))
+    result = run([sys.executable, "-I", "-S", str(ROOT / "keyhelper" / "launcher.py"), "-b",
+                  "vault"])
+    assert (result.returncode, result.stdout, result.stderr) == (0, source.key + "\n", "")
+
+
+def test_a_python_without_keyhelper_says_so(regular: Install, tmp_path: Path) -> None:
+    """The venv was rebuilt without keyhelper, or another python runs the launcher."""
+    empty = tmp_path / "empty"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(empty)], check=True)
+    python = str(empty / "bin" / "python")
+    result = run([python, "-I", "-S", str(regular.launcher), "-b", "vault"])
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (f"keyhelper: not installed for {python}; reinstall it, then run "
+                             "`keyhelper setup claude-code` again\n")
+
+
+def test_an_uninstalled_launcher_fails_without_a_key(regular: Install, tmp_path: Path) -> None:
+    """keyhelper uninstalled: Python itself refuses the missing file, in one line."""
+    result = run([regular.python, "-I", "-S", str(tmp_path / "keyhelper" / "launcher.py")])
+    assert (result.returncode, result.stdout) == (2, "")
+    assert len(result.stderr.splitlines()) == 1 and "can't open file" in result.stderr
+
+
+@pytest.mark.parametrize("venv", [True, False])
+def test_the_launcher_and_setup_agree_on_the_layout(tmp_path: Path, venv: bool) -> None:
+    from keyhelper import launcher
+    from keyhelper.base.files import venv_site_packages
+
+    if venv:
+        (tmp_path / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    python = str(tmp_path / "bin" / "python")
+    assert launcher.venv_site_packages(python) == venv_site_packages(python)
+    assert (venv_site_packages(python) is None) == (not venv)
