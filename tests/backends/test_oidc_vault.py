@@ -26,7 +26,7 @@ def setup_vault(bao: OpenBao, provider: Provider) -> tuple[str, str]:
             {"jwks_url": provider.issuer + "/jwks", "bound_issuer": provider.issuer})
     bao.api("POST", f"auth/{mount}/role/dev", {
         "role_type": "jwt", "bound_audiences": [RESOURCE], "user_claim": "sub",
-        "bound_subject": "alice", "token_policies": [name], "token_ttl": "10m"})
+        "bound_subject": "alice", "token_policies": [name], "token_ttl": "1h"})
     return f"secret/{name}", mount
 
 

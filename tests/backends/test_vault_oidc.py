@@ -45,7 +45,7 @@ def setup_vault(bao: OpenBao, provider: Provider, callback: str) -> tuple[str, s
         "oidc_client_secret": "vault-client-secret", "default_role": "dev"})
     bao.api("POST", f"auth/{mount}/role/dev", {
         "role_type": "oidc", "allowed_redirect_uris": [callback], "user_claim": "sub",
-        "token_policies": [name], "token_ttl": "10m"})
+        "token_policies": [name], "token_ttl": "1h"})
     return f"secret/{name}", mount
 
 
