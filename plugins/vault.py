@@ -1,4 +1,4 @@
-"""``vault``: the key from HashiCorp Vault or OpenBao, through hvac.
+"""``vault``: the key from HashiCorp Vault or OpenBao, over its HTTP API (``vault_http``).
 
 KV v1 and v2 are told apart by asking Vault about the mount (``sys/internal/ui/mounts``,
 as ``vault kv get`` does); the answer is remembered in the backend state directory. With
@@ -11,20 +11,31 @@ transport (timeouts inside the run's deadline, retries, transport errors) in ``v
 
 from __future__ import annotations
 
-import importlib.util
-import logging
 import os
-from collections.abc import Mapping
-from typing import Any, ClassVar
 
-from keyhelper.backend import MISSING, Backend, Login, Option, Privacy, Token, read_user_file
-from keyhelper.errors import BackendError, ConfigError, Skip, Unavailable
+from keyhelper.backend import MISSING, Backend, Option, Token, read_user_file
+from keyhelper.errors import BackendError, ConfigError, Skip
 
 from .vault_auth import METHODS, Authenticator, Credential, check_options
-from .vault_http import Connection, VaultHttp, VaultStatus, is_loopback, origin, show_origin
+from .vault_http import (
+    Connection,
+    LazyLog,
+    VaultHttp,
+    VaultStatus,
+    is_loopback,
+    origin,
+    show_origin,
+)
 from .vault_kv import MountMemo, detect_mount, duration, payload, table
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, ClassVar
+
+    from keyhelper.backend import Login, Privacy
+
+log = LazyLog(__name__)
 
 ENGINES = ("kv", "logical")
 VAULT_VARS = ("VAULT_AGENT_ADDR", "VAULT_ADDR", "VAULT_NAMESPACE", "VAULT_CACERT",
@@ -76,11 +87,6 @@ class VaultBackend(Backend):
                                      "the redirect URI allowed by the Vault role"),
     }
     _kv_found: tuple[str, int, str] | None = None  # (mount, KV version, "config"|"vault")
-
-    @classmethod
-    def check_available(cls) -> None:
-        if importlib.util.find_spec("hvac") is None:
-            raise Unavailable("install hvac (pip install hvac) to use the vault backend")
 
     def watched_env(self) -> tuple[str, ...]:
         """Every VAULT_* variable read; VAULT_TOKEN for token auth only."""
@@ -354,7 +360,7 @@ def _until(expires: float | None) -> str:
 def _existing(path: str, option: str, private: Privacy = "never") -> str:
     """A TLS file, checked as credential files are: a CA bundle someone else could write
     would choose which server gets the Vault token, so it must be the user's or root's and
-    not writable by others; a client key must be private too. requests opens it by path."""
+    not writable by others; a client key must be private too. ssl opens it by path."""
     full = os.path.expanduser(path)
     data, why = read_user_file(full, private)
     if data is None:

@@ -9,19 +9,11 @@ cost a login each time.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import logging
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from keyhelper import redact
 from keyhelper.backend import (
     MISSING,
-    Context,
-    Privacy,
     dump_record,
     home,
     load_record,
@@ -32,9 +24,18 @@ from keyhelper.backend import (
 )
 from keyhelper.errors import BackendError, ConfigError, Skip
 
-from .vault_http import VaultHttp, VaultStatus
+from .vault_http import LazyLog, VaultStatus
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+    from keyhelper.backend import Context, Privacy
+
+    from .vault_http import VaultHttp
+
+log = LazyLog(__name__)
 
 METHODS = ("token", "approle", "jwt", "oidc", "kubernetes", "cert")
 LOGIN_METHODS = METHODS[1:]
@@ -45,24 +46,40 @@ LOGIN_FORMAT = "keyhelper-vault-login 2"  # 2: the record format of every state 
 LOGIN_MARGIN = 15.0
 
 
-@dataclass(frozen=True)
 class Credential:
     """A Vault token and where it came from (named in errors; never the token)."""
 
-    token: str = ""
-    source: str = ""
-    cached_login: bool = False
+    __slots__ = ("cached_login", "source", "token")
+
+    def __init__(self, token: str = "", source: str = "", cached_login: bool = False):
+        self.token = token
+        self.source = source
+        self.cached_login = cached_login
 
     def __repr__(self) -> str:
         return f"Credential(source={self.source!r})"
 
 
-@dataclass(frozen=True)
 class LoginToken:
-    token: str
-    expires: float | None  # epoch seconds; None: no expiry
-    ttl: float
-    renewable: bool
+    """A token a login gave, with what Vault said of its life (a value: compared by it)."""
+
+    __slots__ = ("expires", "renewable", "token", "ttl")
+
+    def __init__(self, token: str, expires: float | None,  # epoch seconds; None: no expiry
+                 ttl: float, renewable: bool):
+        self.token = token
+        self.expires = expires
+        self.ttl = ttl
+        self.renewable = renewable
+
+    def _fields(self) -> tuple[str, float | None, float, bool]:
+        return self.token, self.expires, self.ttl, self.renewable
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LoginToken) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
 
     def __repr__(self) -> str:
         return f"LoginToken(expires={self.expires!r}, renewable={self.renewable!r})"
@@ -175,8 +192,10 @@ class Authenticator:
         """Drop the cached login token (Vault refused it)."""
         path = self._cache_path()
         if path:
-            with contextlib.suppress(FileNotFoundError):
+            try:  # noqa: SIM105 - contextlib is not imported for this
                 os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def login(self) -> LoginToken:
         payload = self._login_payload()
@@ -257,6 +276,8 @@ class Authenticator:
             self.method, self.mount, config.get("role") or "", config.get("role_id") or "",
             config.get("client_cert") or "", config.get("jwt_file") or "",
             config.get("jwt_backend") or "", config.get("token_file") or ""))
+        import hashlib  # only for a login method
+
         name = hashlib.sha256(identity.encode()).hexdigest()[:32]
         return os.path.join(self.context.state_dir, f"vault-login-{name}")
 

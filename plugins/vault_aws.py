@@ -7,15 +7,18 @@ its Expiration the lease's end. An IAM-user credential has no session token: it 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 from keyhelper.backend import Option, Token, aws_credentials
 from keyhelper.errors import BackendError
 
 from .vault import VaultBackend
-from .vault_auth import Credential
-from .vault_http import VaultHttp
 from .vault_kv import table
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
+    from .vault_auth import Credential
+    from .vault_http import VaultHttp
 
 _KV_ONLY = ("path", "field", "engine", "mount", "kv_version", "version")
 

@@ -3,20 +3,22 @@ Vault, remembered in a 0600 file of the state directory), and reading Vault's an
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import logging
 import os
-from collections.abc import Mapping
-from typing import Any
 
 from keyhelper.backend import dump_record, load_record, read_state_file, write_state_file
 from keyhelper.errors import BackendError
 
-from .vault_auth import Credential
-from .vault_http import Connection, VaultHttp, VaultStatus
+from .vault_http import LazyLog, VaultStatus
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+    from .vault_auth import Credential
+    from .vault_http import Connection, VaultHttp
+
+log = LazyLog(__name__)
 
 MOUNT_MEMO_FORMAT = "keyhelper-vault-mount 2"  # 2: the record format of every state file
 
@@ -27,6 +29,8 @@ class MountMemo:
     def __init__(self, state_dir: str, connection: Connection, full_path: str):
         self.path = ""
         if state_dir:
+            import hashlib  # a cost only where a memo is kept
+
             identity = "\x00".join((connection.addr, connection.namespace or "", full_path))
             name = hashlib.sha256(identity.encode()).hexdigest()[:32]
             self.path = os.path.join(state_dir, f"vault-mount-{name}")
@@ -51,8 +55,10 @@ class MountMemo:
 
     def forget(self) -> None:
         if self.path:
-            with contextlib.suppress(FileNotFoundError):
+            try:  # noqa: SIM105 - contextlib is not imported for this
                 os.unlink(self.path)
+            except FileNotFoundError:
+                pass
 
 
 def detect_mount(http: VaultHttp, credential: Credential, full: str) -> tuple[str, int]:

@@ -8,19 +8,24 @@ browser.
 
 from __future__ import annotations
 
-import secrets
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
-
-from keyhelper.backend import Login
 from keyhelper.errors import BackendError, ConfigError
 
 from .oidc_flows import browser_opener, wait_for_redirect
-from .vault_auth import Authenticator, LoginToken, redacted
+from .vault_auth import redacted
 from .vault_http import VaultStatus
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from keyhelper.backend import Login
+
+    from .vault_auth import Authenticator, LoginToken
 
 
 def callback_address(callback: str) -> tuple[int, str]:
+    from urllib.parse import urlsplit
+
     parts = urlsplit(callback)
     if parts.scheme != "http" or parts.hostname not in ("localhost", "127.0.0.1"):
         raise ConfigError(f"oidc_callback must be http://localhost:PORT/PATH or "
@@ -29,6 +34,9 @@ def callback_address(callback: str) -> tuple[int, str]:
 
 
 def browser_login(auth: Authenticator, request: Login, callback: str) -> LoginToken:
+    import secrets
+    from urllib.parse import parse_qs, urlsplit
+
     port, path = callback_address(callback)
     mount = auth.mount
     nonce = secrets.token_urlsafe(24)

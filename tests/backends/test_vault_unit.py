@@ -15,7 +15,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from keyhelper_plugins import vault
 from keyhelper_plugins.vault import VaultBackend
 from keyhelper_plugins.vault_auth import LOGIN_FORMAT, Credential, LoginToken
 from keyhelper_plugins.vault_http import Connection, VaultHttp, VaultStatus
@@ -23,28 +22,42 @@ from keyhelper_plugins.vault_kv import duration
 
 from keyhelper import redact
 from keyhelper.backend import Context, dump_record
-from keyhelper.errors import BackendError, Unavailable
+from keyhelper.errors import BackendError
 
 
 class ScriptedVault:
-    """A loopback HTTP server answering from a list of (status, body), then 200."""
+    """A loopback HTTP/1.1 server answering from a list of (status, body), then 200; a body
+    given as bytes is sent as it is. It counts calls and TCP connections, and with
+    ``hang_up`` closes each connection after one answer, without saying so."""
 
-    def __init__(self, answers: list[tuple[int, dict[str, Any]]]):
+    def __init__(self, answers: list[tuple[int, dict[str, Any] | bytes]],
+                 hang_up: bool = False):
         self.answers = list(answers)
         self.calls = 0
+        self.connections = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as Vault
+
+            def setup(self) -> None:
+                outer.connections += 1
+                super().setup()
+
             def do_GET(self) -> None:
                 outer.calls += 1
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status, body = outer.answers.pop(0) if outer.answers else (
                     200, {"data": {"ok": True}})
-                raw = json.dumps(body).encode()
+                raw = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
                 self.wfile.write(raw)
+                self.close_connection = hang_up
+
+            do_POST = do_GET
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -62,8 +75,9 @@ class ScriptedVault:
 def scripted() -> Iterator[type[ScriptedVault]]:
     made: list[ScriptedVault] = []
 
-    def make(answers: list[tuple[int, dict[str, Any]]]) -> ScriptedVault:
-        made.append(ScriptedVault(answers))
+    def make(answers: list[tuple[int, dict[str, Any] | bytes]],
+             hang_up: bool = False) -> ScriptedVault:
+        made.append(ScriptedVault(answers, hang_up))
         return made[-1]
 
     yield make  # type: ignore[misc]
@@ -125,6 +139,54 @@ def test_no_time_left_is_a_deadline_error():
         http("http://127.0.0.1:9", seconds=0.2).call("GET", "secret/x")
 
 
+def test_one_connection_serves_the_calls_of_a_run(scripted):
+    server = scripted([])
+    vault_http = http(server.addr)
+
+    assert vault_http.call("POST", "auth/approle/login", json={"role_id": "r"}) == {
+        "data": {"ok": True}}
+    assert vault_http.call("GET", "secret/x", token="s.t") == {"data": {"ok": True}}
+    vault_http.close()
+
+    assert (server.calls, server.connections) == (2, 1)
+
+
+def test_a_connection_the_server_closed_is_replaced_once(scripted):
+    server = scripted([], hang_up=True)
+    vault_http = http(server.addr, retries=0)
+
+    for _ in range(3):
+        assert vault_http.call("GET", "secret/x") == {"data": {"ok": True}}
+
+    assert (server.calls, server.connections) == (3, 3)
+
+
+def test_an_oversized_answer_is_not_read(scripted):
+    big = b'{"data": {"api_key": "' + b"x" * (1 << 20) + b'"}}'
+    server = scripted([(200, big)])
+
+    with pytest.raises(BackendError) as caught:
+        http(server.addr).call("GET", "secret/x")
+
+    assert caught.value.message == (f"Vault at {server.addr} answered with more than 1 MiB; "
+                                    "not read")
+    assert server.calls == 1  # not retried: the same server would answer the same
+
+
+@pytest.mark.parametrize(("status", "body", "message"), [
+    (200, b"<html>proxy login</html>", "Vault answered 200 with a body that is not JSON"),
+    (200, b"[" * 100_000, "Vault answered 200 with a body that is not JSON"),
+])
+def test_an_answer_that_is_not_a_json_object(scripted, status: int, body: bytes,
+                                             message: str):
+    server = scripted([(status, body)])
+
+    with pytest.raises(BackendError) as caught:
+        http(server.addr).call("GET", "secret/x")
+
+    assert caught.value.message == message
+
+
 def test_vault_error_text_is_scrubbed_of_known_secrets():
     redact.remember("s.secret-value-1234")
     exc = VaultStatus(400, ["invalid token s.secret-value-1234\n  given"])
@@ -151,11 +213,16 @@ def test_login_token_file_round_trip_and_repr():
     assert LoginToken.parse(b"something else\n") is None
 
 
-def test_check_available_names_the_package(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(vault.importlib.util, "find_spec", lambda name: None)
+def test_no_third_party_package_is_needed(monkeypatch: pytest.MonkeyPatch):
+    """The transport is the standard library's: hvac (or requests) missing changes nothing."""
+    import importlib.util
 
-    with pytest.raises(Unavailable, match=r"install hvac \(pip install hvac\)"):
-        VaultBackend.check_available()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.split(".")[0] in (
+                            "hvac", "requests", "urllib3") else real(name, *a))
+
+    VaultBackend.check_available()
 
 
 def test_watched_env_follows_the_auth_method():
@@ -171,7 +238,8 @@ def test_watched_env_follows_the_auth_method():
 
 def test_importing_the_plugin_imports_no_http_library():
     code = ("import sys, keyhelper_plugins.vault; "
-            "print(sorted(m for m in ('hvac', 'requests', 'urllib3') if m in sys.modules))")
+            "print(sorted(m for m in ('hvac', 'requests', 'urllib3', 'http.client', 'ssl') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
 
