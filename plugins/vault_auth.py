@@ -24,7 +24,7 @@ from keyhelper.backend import (
 )
 from keyhelper.errors import BackendError, ConfigError, Skip
 
-from .vault_http import LazyLog, VaultStatus
+from .vault_http import LazyLog, VaultStatus, state_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -276,10 +276,7 @@ class Authenticator:
             self.method, self.mount, config.get("role") or "", config.get("role_id") or "",
             config.get("client_cert") or "", config.get("jwt_file") or "",
             config.get("jwt_backend") or "", config.get("token_file") or ""))
-        import hashlib  # only for a login method
-
-        name = hashlib.sha256(identity.encode()).hexdigest()[:32]
-        return os.path.join(self.context.state_dir, f"vault-login-{name}")
+        return os.path.join(self.context.state_dir, state_name("login", identity))
 
     def _cached_login(self) -> LoginToken | None:
         path = self._cache_path()

@@ -11,13 +11,13 @@ again while the deadline allows (a leader election takes a second or two), unles
 node refused the connection or is sealed (down, not electing). The node
 that answered last is tried first by later runs.
 
-Why the standard library's http.client and not hvac (or requests): a cold read is one
-process doing one or two small requests, and the import is most of its time. Measured here
-against A = ``python -c pass``: ``import hvac`` 13.6x A, ``import requests`` 11.2x A,
-``import http.client`` 4.0x A, while the goal is the whole run within ``bao kv get``
-(8.4x A). So this module speaks the little of Vault's API the backend uses itself; hvac stays
-the tests' independent client. ``ssl`` is imported only for https addresses, ``json`` only
-when there is a body to write or read.
+Why not hvac (or requests): a cold read is one process making one to three small requests,
+and the import is most of its time. Measured here, whole processes against A = ``python -c
+pass``: ``import hvac`` 13.6x A, ``import requests`` 11.2x A, while the goal is the whole
+run within ``bao kv get`` (8.4x A). So this module speaks the little of Vault's API the
+backend uses itself, over vault_wire (HTTP/1.1 on a socket; why not http.client: there);
+hvac stays the tests' independent client. ``ssl`` is imported only for https addresses,
+``json`` only when there is a body to write or read.
 
 Messages are built from the status and Vault's own ``errors`` list only, never from the URL
 path, a body or a header, so no token or secret can end up in them.
@@ -41,11 +41,12 @@ from keyhelper.errors import BackendError, DeadlineExceeded
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import http.client
     import logging
     import ssl
     from collections.abc import Mapping
     from typing import Any
+
+    from .vault_wire import Wire
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Our own timeouts end this much before the run's deadline, so the error people see is
@@ -61,9 +62,11 @@ MAX_REDIRECTS = 3
 MAX_BODY = 1 << 20
 DEFAULT_PORTS = {"http": 80, "https": 443}
 NODE_FORMAT = "keyhelper-vault-node 1"
-# Characters left as they are in a request path (RFC 3986 path characters and "%", as
-# requests does): a secret's path goes to Vault as configured, anything else escaped.
-PATH_SAFE = "/!$&'()*+,;=:@~%"
+# Bytes left as they are in a request path (RFC 3986's unreserved and path characters, and
+# "%", as requests does): a secret's path goes to Vault as configured, anything else escaped.
+UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+PATH_SAFE = frozenset(UNRESERVED + b"/!$&'()*+,;=:@%")
+QUERY_SAFE = frozenset(UNRESERVED)
 
 
 class LazyLog:
@@ -88,6 +91,22 @@ class LazyLog:
 
 
 log = LazyLog(__name__)
+
+
+def state_name(kind: str, identity: str) -> str:
+    """A state file's name for ``identity`` (addresses, paths: not secrets, but not meant to
+    show either): ``vault-KIND-`` and 32 hex digits of its SHA-256. CPython's own sha256
+    module, not hashlib, whose OpenSSL loading cost 5-13 ms here on every cold read."""
+    data = identity.encode()
+    for name in ("_sha2", "_sha256"):  # Python 3.12+, 3.11
+        try:
+            digest = str(__import__(name).sha256(data).hexdigest())
+        except (ImportError, AttributeError):
+            continue
+        return f"vault-{kind}-{digest[:32]}"
+    import hashlib
+
+    return f"vault-{kind}-{hashlib.sha256(data).hexdigest()[:32]}"
 
 
 class Connection:
@@ -159,12 +178,12 @@ class VaultHttp:
         self.nodes = connection.all_nodes
         self.origins = {o for o in map(origin, self.nodes) if o is not None}
         self.node = _NodeMemo(context.state_dir, connection).read(len(self.nodes))
-        self.open: dict[Origin, http.client.HTTPConnection] = {}
+        self.open: dict[Origin, Wire] = {}
         self.tls: ssl.SSLContext | None = None
 
     def close(self) -> None:
-        for conn in self.open.values():
-            conn.close()
+        for wire in self.open.values():
+            wire.close()
         self.open.clear()
 
     @property
@@ -234,8 +253,6 @@ class VaultHttp:
 
     def _once(self, method: str, path: str, *, token: str | None,
               json: Mapping[str, Any] | None, params: Mapping[str, str] | None) -> dict[str, Any]:
-        from urllib.parse import quote, urlencode  # loaded with http.client anyway
-
         headers = {"X-Vault-Request": "true"}  # what Vault Agent's require_request_header asks
         if token:
             headers["X-Vault-Token"] = token
@@ -247,9 +264,10 @@ class VaultHttp:
 
             data = jsonlib.dumps(dict(json)).encode()
             headers["Content-Type"] = "application/json"
-        url = self.here + quote(f"/v1/{path}", safe=PATH_SAFE)
+        url = self.here + escape(f"/v1/{path}", PATH_SAFE)
         if params:
-            url += "?" + urlencode(dict(params))
+            url += "?" + "&".join(f"{escape(k, QUERY_SAFE)}={escape(v, QUERY_SAFE)}"
+                                  for k, v in params.items())
         status, raw = self._send(method, url, headers, data,
                                  "the token" if token else "the login credentials")
         return _body(status, raw)
@@ -284,33 +302,35 @@ class VaultHttp:
                   data: bytes | None) -> tuple[int, str | None, bytes]:
         """(status, Location, body) of one request, on the kept connection to the URL's
         origin; transport failures become BackendError, _Retryable or DeadlineExceeded."""
-        import http.client
-        from urllib.parse import urlsplit
+        from .vault_wire import NotHttp, TooLarge
 
         where = origin(url)
         if where is None:
             raise BackendError(f"not a usable Vault address: {self.here!r}")
         connect, read = self._timeouts()
-        parts = urlsplit(url)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        after = url.partition("://")[2].partition("#")[0]
+        cut = min((i for i in (after.find("/"), after.find("?")) if i >= 0), default=len(after))
+        target = after[cut:] if after[cut:cut + 1] == "/" else "/" + after[cut:]
         connecting = True
         try:
-            conn = self.open.get(where)
-            reused = conn is not None and conn.sock is not None
-            if conn is None or not reused:
-                conn = self._connect(where, connect)
+            wire = self.open.get(where)
+            reused = wire is not None and wire.connected
+            if wire is None or not reused:
+                wire = self._connect(where, connect)
             connecting = False
             try:
-                return _request(conn, read, method, target, headers, data)
+                answer = wire.exchange(method, target, headers, data, read, MAX_BODY)
             except (ConnectionResetError, BrokenPipeError):
                 if not reused:
                     raise
-            # The server closed a kept-alive connection meanwhile: once more, on a new one.
-            connecting = True
-            conn = self._connect(where, connect)
-            connecting = False
-            return _request(conn, read, method, target, headers, data)
-        except _TooLarge:
+                # The server closed a kept-alive connection meanwhile: once more, anew.
+                connecting = True
+                wire = self._connect(where, connect)
+                connecting = False
+                answer = wire.exchange(method, target, headers, data, read, MAX_BODY)
+            status, fields, raw = answer
+            return status, fields.get("location"), raw
+        except TooLarge:
             self._drop(where)
             raise BackendError(f"Vault at {self.here} answered with more than "
                                f"{MAX_BODY >> 20} MiB; not read") from None
@@ -338,37 +358,29 @@ class VaultHttp:
             reason = _connection_reason(exc)
             raise _Retryable(BackendError(f"cannot connect to Vault at {self.here} ({reason})"),
                              refused=reason.startswith("connection refused")) from None
-        except http.client.InvalidURL:
+        except NotHttp as exc:
             self._drop(where)
-            raise BackendError(f"not a usable Vault address: {self.here!r}") from None
-        except (http.client.HTTPException, ValueError) as exc:
-            # Not HTTP, a broken answer; or a header value http.client refuses to send.
+            raise _Retryable(BackendError(f"request to Vault at {self.here} failed ({exc})")
+                             ) from None
+        except ValueError:  # a header that cannot be sent: a line break, not Latin-1
             self._drop(where)
-            failed = BackendError(f"request to Vault at {self.here} failed "
-                                  f"({type(exc).__name__})")
-            if isinstance(exc, ValueError):
-                raise failed from None
-            raise _Retryable(failed) from None
+            raise BackendError(f"request to Vault at {self.here} failed (a header that "
+                               "cannot be sent: check the token and namespace)") from None
 
-    def _connect(self, where: Origin, timeout: float) -> http.client.HTTPConnection:
-        import http.client
+    def _connect(self, where: Origin, timeout: float) -> Wire:
+        from .vault_wire import Wire
 
         self._drop(where)
         scheme, host, port = where
-        conn: http.client.HTTPConnection
-        if scheme == "https":
-            conn = http.client.HTTPSConnection(host, port, timeout=timeout,
-                                               context=self._tls_context())
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=timeout)
-        self.open[where] = conn
-        conn.connect()  # TCP, and the TLS handshake (SNI, certificate and host name checks)
-        return conn
+        wire = Wire(host, port, self._tls_context() if scheme == "https" else None)
+        self.open[where] = wire
+        wire.connect(timeout)
+        return wire
 
     def _drop(self, where: Origin) -> None:
-        conn = self.open.pop(where, None)
-        if conn is not None:
-            conn.close()
+        wire = self.open.pop(where, None)
+        if wire is not None:
+            wire.close()
 
     def _tls_context(self) -> ssl.SSLContext:
         """One TLS setting for every https node: the CA bundle (or the system's), the client
@@ -445,24 +457,6 @@ def _certifi_fallback(context: ssl.SSLContext) -> None:
     context.load_verify_locations(cafile=certifi.where())
 
 
-def _request(conn: http.client.HTTPConnection, read: float, method: str, target: str,
-             headers: dict[str, str], data: bytes | None) -> tuple[int, str | None, bytes]:
-    assert conn.sock is not None  # connected by the caller
-    conn.sock.settimeout(read)
-    conn.request(method, target, body=data, headers=headers)
-    response = conn.getresponse()
-    location = response.getheader("Location")
-    chunks: list[bytes] = []
-    size = 0
-    # Read to the end (the connection is then free for the next call), at most MAX_BODY.
-    while chunk := response.read(65536):
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise _TooLarge
-        chunks.append(chunk)
-    return response.status, location, b"".join(chunks)
-
-
 class _NodeMemo:
     """Which node of a cluster answered last (its index), kept in the state directory so
     that later runs do not start with a node that is down."""
@@ -470,10 +464,8 @@ class _NodeMemo:
     def __init__(self, state_dir: str, connection: Connection):
         self.path = ""
         if state_dir and len(connection.all_nodes) > 1:
-            import hashlib
-
-            name = hashlib.sha256("\x00".join(connection.all_nodes).encode()).hexdigest()[:32]
-            self.path = os.path.join(state_dir, f"vault-node-{name}")
+            self.path = os.path.join(state_dir,
+                                     state_name("node", "\x00".join(connection.all_nodes)))
 
     def read(self, count: int) -> int:
         data = read_state_file(self.path) if self.path else None
@@ -497,29 +489,51 @@ class _Retryable(Exception):
         super().__init__(error.message)
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class _TlsSetup(Exception):
     def __init__(self, message: str):
         self.message = message
         super().__init__(message)
 
 
+def escape(text: str, safe: frozenset[int]) -> str:
+    """``text`` percent-encoded (UTF-8) but for the bytes in ``safe``: urllib.parse.quote,
+    without importing urllib.parse (with ipaddress: 3-8 ms here on every cold read)."""
+    return "".join(chr(b) if b in safe else f"%{b:02X}" for b in text.encode())
+
+
+def split_host(url: str) -> tuple[str, str, str] | None:
+    """(scheme, host, port text) of ``scheme://[user@]host[:port][/path...]``, scheme and
+    host in lower case, an IPv6 host without its brackets: what urllib.parse.urlsplit gives
+    as scheme, hostname and port, for the URLs a configuration holds. None: no "://"."""
+    scheme, sep, rest = url.strip().partition("://")
+    if not sep:
+        return None
+    for end in "/?#":
+        rest = rest.partition(end)[0]
+    authority = rest.rpartition("@")[2]
+    if authority.startswith("["):
+        host, bracket, after = authority[1:].partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            return None
+        port = after[1:]
+    else:
+        host, _, port = authority.partition(":")
+    return scheme.lower(), host.lower(), port
+
+
 def origin(url: str) -> Origin | None:
     """(scheme, host, port) of an http(s) URL, the port made explicit; None for others."""
-    from urllib.parse import urlsplit  # small, and loaded with http.client anyway
-
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
+    parts = split_host(url)
+    if parts is None:
         return None
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS or not parts.hostname:
+    scheme, host, port = parts
+    if scheme not in DEFAULT_PORTS or not host:
         return None
-    return scheme, parts.hostname, port or DEFAULT_PORTS[scheme]
+    if not port:
+        return scheme, host, DEFAULT_PORTS[scheme]
+    if not (port.isascii() and port.isdigit() and int(port) <= 65535):
+        return None
+    return scheme, host, int(port)
 
 
 def show_origin(where: Origin) -> str:
@@ -534,9 +548,8 @@ def show_origin(where: Origin) -> str:
 def is_loopback(addr: str) -> bool:
     """Whether a Vault address names this machine: localhost, 127.0.0.0/8 or ::1 (also as
     an IPv4-mapped IPv6 address). Other names are not resolved: DNS could say anything."""
-    from urllib.parse import urlsplit
-
-    host = (urlsplit(addr).hostname or "").rstrip(".")
+    parts = split_host(addr)
+    host = (parts[1] if parts else "").rstrip(".")
     if host == "localhost":
         return True
     quad = host.split(".")

@@ -8,7 +8,7 @@ import os
 from keyhelper.backend import dump_record, load_record, read_state_file, write_state_file
 from keyhelper.errors import BackendError
 
-from .vault_http import LazyLog, VaultStatus
+from .vault_http import LazyLog, VaultStatus, state_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,11 +29,8 @@ class MountMemo:
     def __init__(self, state_dir: str, connection: Connection, full_path: str):
         self.path = ""
         if state_dir:
-            import hashlib  # a cost only where a memo is kept
-
             identity = "\x00".join((connection.addr, connection.namespace or "", full_path))
-            name = hashlib.sha256(identity.encode()).hexdigest()[:32]
-            self.path = os.path.join(state_dir, f"vault-mount-{name}")
+            self.path = os.path.join(state_dir, state_name("mount", identity))
 
     def read(self) -> tuple[str, int] | None:
         data = read_state_file(self.path) if self.path else None

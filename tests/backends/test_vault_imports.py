@@ -14,8 +14,10 @@ from helpers import SCRIPT, keyhelper, loaded
 
 pytestmark = pytest.mark.vault
 
-# hvac and requests cost more to import than bao's whole run (plugins/vault_http.py).
-HTTP_LIBRARIES = {"hvac", "requests", "urllib3", "certifi", "idna", "charset_normalizer"}
+# hvac and requests cost more to import than bao's whole run (plugins/vault_http.py),
+# http.client half of it (plugins/vault_wire.py).
+HTTP_LIBRARIES = {"hvac", "requests", "urllib3", "certifi", "idna", "charset_normalizer",
+                  "http.client"}
 
 
 def test_a_cold_read_imports_no_http_library(openbao: OpenBao, write_config,
@@ -28,9 +30,10 @@ def test_a_cold_read_imports_no_http_library(openbao: OpenBao, write_config,
 
     for _ in range(2):  # the mount asked of Vault, then remembered
         modules = loaded(env, [SCRIPT, "--no-cache", "--backend", "vault"]) - baseline
-        assert {"keyhelper_plugins.vault_http", "http.client", "json"} <= modules
+        assert {"keyhelper_plugins.vault_wire", "socket", "json"} <= modules
         assert not modules & HTTP_LIBRARIES, sorted(modules & HTTP_LIBRARIES)
-        assert "ipaddress" not in modules  # a loopback address: judged without it
+        # An http:// address on loopback: no TLS, and judged without ipaddress.
+        assert not modules & {"ssl", "_ssl", "ipaddress"}, sorted(modules)
     done = keyhelper("--no-cache", "--backend", "vault",
                      env={"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": "root"})
     assert (done.returncode, done.stdout, done.stderr) == (0, "sk-stdlib-only\n", "")

@@ -86,3 +86,50 @@ def test_cert_auth(tls_openbao: OpenBao, write_config, tmp_path: Path):
     result = keyhelper("--no-cache", env={"VAULT_ADDR": tls_openbao.addr})
 
     assert (result.returncode, result.stdout, result.stderr) == (0, "sk-cert\n", "")
+
+
+def test_tls_skip_verify_over_https(tls_openbao: OpenBao, write_config):
+    name = tls_openbao.unique()
+    tls_openbao.kv_put(name, {"api_key": "sk-unverified"})
+    write_config(f'chain = ["vault"]\n[backends.vault]\npath = "secret/{name}"\n'
+                 "tls_skip_verify = true\n")
+
+    result = keyhelper("--no-cache", env={"VAULT_ADDR": tls_openbao.addr, "VAULT_TOKEN": "root"})
+
+    assert (result.returncode, result.stdout) == (0, "sk-unverified\n")
+    assert result.stderr == ("keyhelper: vault backend vault: TLS certificate verification is "
+                             "off (tls_skip_verify); use it for tests only\n")
+
+
+def test_ca_from_ssl_cert_file_as_the_system_store(tls_openbao: OpenBao, write_config):
+    """Without ca_cert the system's store is used, which $SSL_CERT_FILE replaces."""
+    name = tls_openbao.unique()
+    tls_openbao.kv_put(name, {"api_key": "sk-system-store"})
+    write_config(f'chain = ["vault"]\n[backends.vault]\npath = "secret/{name}"\n')
+
+    result = keyhelper("--no-cache", env={"VAULT_ADDR": tls_openbao.addr, "VAULT_TOKEN": "root",
+                                          "SSL_CERT_FILE": str(tls_openbao.ca_cert)})
+
+    assert (result.returncode, result.stdout, result.stderr) == (0, "sk-system-store\n", "")
+
+
+def test_an_encrypted_client_key_is_refused_without_a_prompt(tls_openbao: OpenBao,
+                                                              write_config, tmp_path: Path):
+    from cryptography.hazmat.primitives import serialization
+
+    client = make_client_cert(tmp_path)
+    key = serialization.load_pem_private_key(client.key_path.read_bytes(), None)
+    client.key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase")))
+    client.key_path.chmod(0o600)
+    write_config(f'chain = ["vault"]\n[backends.vault]\npath = "secret/x"\nauth = "cert"\n'
+                 f'ca_cert = "{tls_openbao.ca_cert}"\nclient_cert = "{client.cert_path}"\n'
+                 f'client_key = "{client.key_path}"\n')
+
+    result = keyhelper("--no-cache", env={"VAULT_ADDR": tls_openbao.addr})
+
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"keyhelper: no key from vault\n  vault failed: cannot load the TLS client certificate "
+        f"{client.cert_path} (PEM certificate and unencrypted key expected)\n")

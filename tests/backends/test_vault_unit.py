@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -17,7 +18,15 @@ from typing import Any
 import pytest
 from keyhelper_plugins.vault import VaultBackend
 from keyhelper_plugins.vault_auth import LOGIN_FORMAT, Credential, LoginToken
-from keyhelper_plugins.vault_http import Connection, VaultHttp, VaultStatus
+from keyhelper_plugins.vault_http import (
+    PATH_SAFE,
+    QUERY_SAFE,
+    Connection,
+    VaultHttp,
+    VaultStatus,
+    escape,
+    origin,
+)
 from keyhelper_plugins.vault_kv import duration
 
 from keyhelper import redact
@@ -244,3 +253,108 @@ def test_importing_the_plugin_imports_no_http_library():
                          check=True).stdout
 
     assert out == "[]\n"
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:8200", "https://Vault.Example:8200/", "https://vault.example",
+    "http://[::1]:8200/v1/x?y=1", "http://[::ffff:127.0.0.1]", "https://user:pw@host:1/p",
+    "http://host:65535#frag", "http://host?q=1", "HTTPS://HOST:443/base/path",
+    "http://[fe80::1%25eth0]:8200", "http://", "ftp://host", "http://host:", "host:8200",
+    "http://host:99999", "http://host:12a",
+])
+def test_origin_agrees_with_urllib(url: str):
+    """vault_http parses addresses itself (urllib.parse costs a cold read 3-8 ms)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        scheme = parts.scheme.lower()
+        expected = ((scheme, parts.hostname, port or {"http": 80, "https": 443}[scheme])
+                    if scheme in ("http", "https") and parts.hostname else None)
+    except ValueError:
+        expected = None
+
+    assert origin(url) == expected
+
+
+def test_paths_and_queries_are_escaped_as_urllib_does():
+    from urllib.parse import quote, urlencode
+
+    path = "/v1/secret/data/team a/ключ/%41+x;y=z?#"
+    params = {"version": "2", "code": "a b+c/d&e=f", "state": "ü"}
+
+    assert escape(path, PATH_SAFE) == quote(path, safe="/!$&'()*+,;=:@%")
+    assert "&".join(f"{escape(k, QUERY_SAFE)}={escape(v, QUERY_SAFE)}"
+                    for k, v in params.items()) == urlencode(params, quote_via=quote, safe="")
+
+
+class RawServer:
+    """A loopback TCP server answering every request with the same bytes, then hanging up:
+    for answers http.server does not write (chunked, unframed, not HTTP)."""
+
+    def __init__(self, answer: bytes):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.addr = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.requests: list[bytes] = []
+        threading.Thread(target=self.serve, args=(answer,), daemon=True).start()
+
+    def serve(self, answer: bytes) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+                    data += chunk
+                self.requests.append(data)
+                conn.sendall(answer)
+
+
+@pytest.mark.parametrize(("answer", "body"), [
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"7;ext=1\r\n{\"data\"\r\n9\r\n: {\"k\": 1\r\n2\r\n}}\r\n0\r\nX-Trailer: t\r\n\r\n",
+     {"data": {"k": 1}}),
+    (b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"data\": {\"eof\": true}}",
+     {"data": {"eof": True}}),
+    (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", {}),
+    (b"HTTP/1.1 204 No Content\r\n\r\n", {}),
+])
+def test_answers_framed_every_way_http_allows(answer: bytes, body: dict[str, Any]):
+    server = RawServer(answer)
+
+    assert http(server.addr).call("GET", "secret/x", token="s.t") == body
+    head = server.requests[0].decode()
+    assert head.startswith("GET /v1/secret/x HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert "\r\nX-Vault-Token: s.t\r\n" in head and "\r\nX-Vault-Request: true\r\n" in head
+
+
+@pytest.mark.parametrize(("answer", "reason"), [
+    (b"SSH-2.0-OpenSSH_9.6\r\n", "an answer that is not HTTP"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+     "an answer that is not HTTP: a bad chunk size"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}", "the answer was cut short"),
+    (b"", "it closed the connection without answering"),
+])
+def test_broken_answers_are_one_line(answer: bytes, reason: str):
+    server = RawServer(answer)
+
+    with pytest.raises(BackendError) as caught:
+        http(server.addr, retries=0).call("GET", "secret/x")
+
+    assert caught.value.message in (f"request to Vault at {server.addr} failed ({reason})",
+                                    f"cannot connect to Vault at {server.addr} ({reason})")
+    assert len(server.requests) == 1  # retries = 0
+
+
+def test_a_header_with_a_line_break_is_not_sent(scripted):
+    server = scripted([])
+
+    with pytest.raises(BackendError) as caught:
+        http(server.addr).call("GET", "secret/x", token="s.t\r\nX-Injected: 1")
+
+    assert caught.value.message == (f"request to Vault at {server.addr} failed (a header that "
+                                    "cannot be sent: check the token and namespace)")
+    assert server.calls == 0
