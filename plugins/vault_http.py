@@ -279,11 +279,11 @@ class VaultHttp:
         hops = 0
         while True:
             status, location, raw = self._exchange(method, url, headers, data)
-            # -v shows the calls: method, address and path, never the query (an OIDC code).
-            if "logging" in sys.modules:
-                address, _, rest = url.partition("//")[2].partition("/")
-                log.debug('vault: %s: "%s /%s" %d', address, method, rest.split("?", 1)[0],
-                          status)
+            # -v shows the calls: origin, method and path, never the query (an OIDC code).
+            where = origin(url)
+            if "logging" in sys.modules and where is not None:
+                log.debug('vault: %s "%s %s" %d', show_origin(where), method,
+                          request_target(url).split("?", 1)[0], status)
             target = self._redirect(url, status, location, carried)
             if target is None:
                 return status, raw
@@ -308,9 +308,7 @@ class VaultHttp:
         if where is None:
             raise BackendError(f"not a usable Vault address: {self.here!r}")
         connect, read = self._timeouts()
-        after = url.partition("://")[2].partition("#")[0]
-        cut = min((i for i in (after.find("/"), after.find("?")) if i >= 0), default=len(after))
-        target = after[cut:] if after[cut:cut + 1] == "/" else "/" + after[cut:]
+        target = request_target(url)
         connecting = True
         try:
             wire = self.open.get(where)
@@ -499,6 +497,13 @@ def escape(text: str, safe: frozenset[int]) -> str:
     """``text`` percent-encoded (UTF-8) but for the bytes in ``safe``: urllib.parse.quote,
     without importing urllib.parse (with ipaddress: 3-8 ms here on every cold read)."""
     return "".join(chr(b) if b in safe else f"%{b:02X}" for b in text.encode())
+
+
+def request_target(url: str) -> str:
+    """The path and query of an absolute URL, as the request line carries them."""
+    after = url.partition("://")[2].partition("#")[0]
+    cut = min((i for i in (after.find("/"), after.find("?")) if i >= 0), default=len(after))
+    return after[cut:] if after[cut:cut + 1] == "/" else "/" + after[cut:]
 
 
 def split_host(url: str) -> tuple[str, str, str] | None:
