@@ -67,6 +67,7 @@ NODE_FORMAT = "keyhelper-vault-node 1"
 UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 PATH_SAFE = frozenset(UNRESERVED + b"/!$&'()*+,;=:@%")
 QUERY_SAFE = frozenset(UNRESERVED)
+TARGET_SAFE = PATH_SAFE | frozenset(b"?")  # a redirect's path and query, escaped or not
 
 
 class LazyLog:
@@ -308,7 +309,7 @@ class VaultHttp:
         if where is None:
             raise BackendError(f"not a usable Vault address: {self.here!r}")
         connect, read = self._timeouts()
-        target = request_target(url)
+        target = escape(request_target(url), TARGET_SAFE)  # a Location may hold anything
         connecting = True
         try:
             wire = self.open.get(where)
@@ -420,10 +421,8 @@ def tls_context(verify: bool | str, cert: str | tuple[str, str] | None) -> ssl.S
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        elif isinstance(verify, str):
-            directory = os.path.isdir(verify)
-            context = ssl.create_default_context(cafile=None if directory else verify,
-                                                 capath=verify if directory else None)
+        elif isinstance(verify, str):  # a file, checked by the backend (vault._existing)
+            context = ssl.create_default_context(cafile=verify)
         else:
             context = ssl.create_default_context()
             _certifi_fallback(context)
