@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from keyhelper_plugins.vault import VaultBackend
 from keyhelper_plugins.vault_auth import LOGIN_FORMAT, Credential, LoginToken
 from keyhelper_plugins.vault_http import (
@@ -297,9 +299,10 @@ class RawServer:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.addr = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.requests: list[bytes] = []
-        threading.Thread(target=self.serve, args=(answer,), daemon=True).start()
+        self.answer = answer
+        threading.Thread(target=self.serve, daemon=True).start()
 
-    def serve(self, answer: bytes) -> None:
+    def serve(self) -> None:
         while True:
             try:
                 conn, _ = self.sock.accept()
@@ -310,7 +313,7 @@ class RawServer:
                 while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
                     data += chunk
                 self.requests.append(data)
-                conn.sendall(answer)
+                conn.sendall(self.answer)
 
 
 @pytest.mark.parametrize(("answer", "body"), [
@@ -358,3 +361,31 @@ def test_a_header_with_a_line_break_is_not_sent(scripted):
     assert caught.value.message == (f"request to Vault at {server.addr} failed (a header that "
                                     "cannot be sent: check the token and namespace)")
     assert server.calls == 0
+
+
+FUZZ_SERVER: list[RawServer] = []
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=200),
+    st.builds(lambda status, head, body: b"HTTP/1.1 " + status + b"\r\n" + head + b"\r\n\r\n"
+              + body, st.sampled_from([b"200 OK", b"404 x", b"307 x", b"100 x", b"204 x"]),
+              st.binary(max_size=120), st.binary(max_size=120)),
+    st.builds(lambda sizes, body: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+              + sizes + b"\r\n" + body, st.binary(max_size=12), st.binary(max_size=60)),
+))
+def test_any_answer_is_a_body_or_a_one_line_error(answer: bytes):
+    """vault_wire parses what a server sends by hand: whatever comes, the caller gets a
+    JSON object, a VaultStatus or a BackendError, nothing else and no hang."""
+    if not FUZZ_SERVER:
+        FUZZ_SERVER.append(RawServer(b""))
+    server = FUZZ_SERVER[0]
+    server.answer = answer
+
+    try:
+        body = http(server.addr, seconds=3.0, retries=0).call("GET", "secret/x")
+    except (VaultStatus, BackendError) as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert isinstance(body, dict)
