@@ -319,8 +319,11 @@ class VaultHttp:
             connecting = False
             try:
                 answer = wire.exchange(method, target, headers, data, read, MAX_BODY)
-            except (ConnectionResetError, BrokenPipeError):
-                if not reused:
+            except OSError as exc:
+                # Reset, a broken pipe, or TLS's EOF without close_notify.
+                stale = isinstance(exc, ConnectionResetError | BrokenPipeError) or \
+                    type(exc).__name__ == "SSLEOFError"
+                if not (reused and stale):
                     raise
                 # The server closed a kept-alive connection meanwhile: once more, anew.
                 connecting = True
