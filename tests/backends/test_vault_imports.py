@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from fixtures_openbao import OpenBao
+from fixtures_openbao import OpenBao, start_openbao
 from helpers import SCRIPT, keyhelper, loaded
 
 pytestmark = pytest.mark.vault
@@ -37,6 +37,22 @@ def test_a_cold_read_imports_no_http_library(openbao: OpenBao, write_config,
     done = keyhelper("--no-cache", "--backend", "vault",
                      env={"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": "root"})
     assert (done.returncode, done.stdout, done.stderr) == (0, "sk-stdlib-only\n", "")
+
+
+def test_https_brings_ssl_and_nothing_more(write_config, hook: dict[str, str]) -> None:
+    with start_openbao(tls=True) as server:
+        name = server.unique()
+        server.kv_put(name, {"api_key": "sk-over-tls"})
+        write_config(f'chain = ["vault"]\n[backends.vault]\npath = "secret/{name}"\n'
+                     f'ca_cert = "{server.ca_cert}"\n')
+        env = {"VAULT_ADDR": server.addr, "VAULT_TOKEN": "root"}
+        baseline = loaded(hook, [sys.executable, "-c", "pass"])
+        modules = loaded({**hook, **env}, [SCRIPT, "--no-cache", "--backend", "vault"])
+        done = keyhelper("--no-cache", "--backend", "vault", env=env)
+
+    assert (done.returncode, done.stdout, done.stderr) == (0, "sk-over-tls\n", "")
+    assert {"ssl", "keyhelper_plugins.vault_wire"} <= modules - baseline
+    assert not (modules - baseline) & HTTP_LIBRARIES
 
 
 def test_importing_the_vault_plugins_adds_only_their_own_modules() -> None:
