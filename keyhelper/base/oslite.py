@@ -1,0 +1,186 @@
+"""The operating system without ``os``: the OS's own module (``posix``, or ``nt`` on Windows),
+which the interpreter has loaded before it runs anything, and the few path functions
+keyhelper needs.
+
+``import os`` costs ~2.5 ms here (``_collections_abc``, ``posixpath``, ``stat``): a third
+of what a cache hit may spend over a bare ``python -I -S`` start. keyhelper.base does its
+I/O through :data:`native` (the same functions ``os`` re-exports) and its path arithmetic
+here. Each function answers the common case exactly as ``os.path`` does and hands anything
+unusual (a relative path, ``~user``, a path to normalise, a Windows drive or UNC form) to
+``os.path`` itself, imported then: the results are always those of ``os``.
+"""
+
+import sys
+
+__all__ = ["DIR_FD", "POSIX", "SEP", "abspath", "dirname", "environ", "expanduser", "getenv",
+           "is_dir", "is_regular", "isabs", "isfile", "join", "lexists", "native", "samefile",
+           "split"]
+
+# As os.name: by the module this interpreter has (sys.platform may be set by hand, in tests).
+if sys.platform == "win32" and "nt" in sys.builtin_module_names:  # pragma: no cover - Windows
+    import nt as native
+
+    SEP = "\\"
+    SEPS = "\\/"
+else:
+    import posix as native
+
+    SEP = "/"
+    SEPS = "/"
+POSIX = SEP == "/"
+# ``os.open in os.supports_dir_fd``, as os.py computes it.
+DIR_FD = "HAVE_OPENAT" in getattr(native, "_have_functions", ())
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+
+if sys.platform == "win32" and not POSIX:  # pragma: no cover - Windows
+
+    class _Environ(dict[str, str]):
+        """Names are case-insensitive on Windows: stored and looked up upper-cased."""
+
+        def __getitem__(self, name: str) -> str:
+            return super().__getitem__(name.upper())
+
+        def get(self, name: str, default: str | None = None) -> str | None:
+            return super().get(name.upper(), default)
+
+        def __contains__(self, name: object) -> bool:
+            return isinstance(name, str) and super().__contains__(name.upper())
+
+    _snapshot: "dict[str, str]" = _Environ()
+else:
+    _snapshot: "dict[str, str]" = {}
+
+
+def environ() -> "Mapping[str, str]":
+    """``os.environ`` when ``os`` is loaded (the full path, tests: it may have changed),
+    else the same start-up snapshot as a dict, decoded as os decodes it."""
+    os = sys.modules.get("os")
+    if os is not None:
+        return os.environ  # type: ignore[no-any-return]
+    if not _snapshot:
+        if sys.platform == "win32" and not POSIX:  # pragma: no cover - Windows
+            _snapshot.update((name.upper(), value) for name, value in native.environ.items())
+        else:
+            enc = sys.getfilesystemencoding()
+            _snapshot.update((name.decode(enc, "surrogateescape"),
+                              value.decode(enc, "surrogateescape"))
+                             for name, value in native.environ.items())
+    return _snapshot
+
+
+def getenv(name: str) -> str | None:
+    return environ().get(name)
+
+
+def join(path: str, *names: str) -> str:
+    """``os.path.join(path, *names)``."""
+    for name in names:
+        if POSIX:
+            if name.startswith("/"):
+                path = name
+            else:
+                path = path + name if not path or path.endswith("/") else path + "/" + name
+        elif path and path[-1] not in "\\/:" and name and name[0] not in SEPS and ":" not in name:
+            path = path + SEP + name  # pragma: no cover - Windows
+        else:  # pragma: no cover - Windows: drives, roots
+            import os
+
+            path = os.path.join(path, name)
+    return path
+
+
+def split(path: str) -> tuple[str, str]:
+    """``os.path.split(path)``."""
+    if not POSIX:  # pragma: no cover - Windows
+        import os
+
+        return os.path.split(path)
+    cut = path.rfind("/") + 1
+    head, tail = path[:cut], path[cut:]
+    if head and head != "/" * len(head):
+        head = head.rstrip("/")
+    return head, tail
+
+
+def dirname(path: str) -> str:
+    """``os.path.dirname(path)``."""
+    return split(path)[0]
+
+
+def isabs(path: str) -> bool:
+    """``os.path.isabs(path)``."""
+    if POSIX:
+        return path.startswith("/")
+    head = path[:3].replace("/", "\\")  # pragma: no cover - Windows
+    return head.startswith("\\") or head.startswith(":\\", 1)  # pragma: no cover - Windows
+
+
+def _normal(path: str) -> bool:
+    """Whether ``os.path.normpath`` leaves the absolute ``path`` as it is."""
+    if POSIX:
+        return (path.startswith("/") and "//" not in path and "/./" not in path
+                and "/../" not in path and not path.endswith(("/", "/.", "/..")))
+    return (path[1:3] == ":\\" and "/" not in path  # pragma: no cover - Windows
+            and "\\\\" not in path and "\\.\\" not in path and "\\..\\" not in path
+            and not path.endswith(("\\", "\\.", "\\..")))
+
+
+def abspath(path: str) -> str:
+    """``os.path.abspath(path)``."""
+    if _normal(path):
+        # Windows: os.path.abspath is _getfullpathname(normpath(path)), and normpath is a no-op
+        return path if POSIX else native._getfullpathname(path)  # type: ignore[attr-defined]
+    import os
+
+    return os.path.abspath(path)
+
+
+def expanduser(path: str) -> str:
+    """``os.path.expanduser(path)``."""
+    if not path.startswith("~"):
+        return path
+    home = getenv("HOME" if POSIX else "USERPROFILE")
+    if home is None or (len(path) > 1 and path[1] not in SEPS) or "os" in sys.modules:
+        import os  # no such variable (the password database), ~user, or os loaded anyway
+
+        return os.path.expanduser(path)
+    if POSIX:
+        return (home.rstrip("/") + path[1:]) or "/"
+    return home + path[1:]  # pragma: no cover - Windows
+
+
+def lexists(path: str) -> bool:
+    try:
+        native.lstat(path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def is_regular(mode: int) -> bool:
+    return (mode & 0o170000) == 0o100000
+
+
+def is_dir(mode: int) -> bool:
+    return (mode & 0o170000) == 0o040000
+
+
+def samefile(a: str, b: str) -> bool:
+    """``os.path.samefile(a, b)``, False where it would raise."""
+    try:
+        one, two = native.stat(a), native.stat(b)
+    except (OSError, ValueError):
+        return False
+    return (one.st_dev, one.st_ino) == (two.st_dev, two.st_ino)
+
+
+def isfile(path: str) -> bool:
+    """``os.path.isfile(path)``."""
+    try:
+        return is_regular(native.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
