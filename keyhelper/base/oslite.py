@@ -33,43 +33,64 @@ DIR_FD = "HAVE_OPENAT" in getattr(native, "_have_functions", ())
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
+    from typing import Any
 
 
-if sys.platform == "win32" and not POSIX:  # pragma: no cover - Windows
+class _Environ:
+    """``os.environ``'s lookups on the native module's start-up snapshot (the one os copies).
+    On POSIX names and values are bytes: only what is looked up is decoded, as os decodes
+    it (the filesystem encoding, surrogateescape); on Windows names are case-insensitive,
+    kept and looked up upper-cased, as os does."""
 
-    class _Environ(dict[str, str]):
-        """Names are case-insensitive on Windows: stored and looked up upper-cased."""
+    __slots__ = ("_data", "_encoding")
 
-        def __getitem__(self, name: str) -> str:
-            return super().__getitem__(name.upper())
+    def __init__(self) -> None:
+        self._encoding = sys.getfilesystemencoding()
+        self._data: dict[Any, Any] = (
+            native.environ if POSIX else {k.upper(): v for k, v in native.environ.items()})
 
-        def get(self, name: str, default: str | None = None) -> str | None:
-            return super().get(name.upper(), default)
+    def _key(self, name: str) -> "Any":
+        return name.encode(self._encoding, "surrogateescape") if POSIX else name.upper()
 
-        def __contains__(self, name: object) -> bool:
-            return isinstance(name, str) and super().__contains__(name.upper())
+    def _text(self, raw: "Any") -> str:
+        return raw.decode(self._encoding, "surrogateescape") if POSIX else raw  # type: ignore[no-any-return]
 
-    _snapshot: "dict[str, str]" = _Environ()
-else:
-    _snapshot: "dict[str, str]" = {}
+    def get(self, name: str, default: str | None = None) -> str | None:
+        raw = self._data.get(self._key(name))
+        return default if raw is None else self._text(raw)
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._key(name) in self._data
+
+    def keys(self) -> list[str]:
+        return [self._text(raw) for raw in self._data]
+
+    def __iter__(self) -> "Iterator[str]":
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+_snapshot: "list[_Environ]" = []
 
 
 def environ() -> "Mapping[str, str]":
     """``os.environ`` when ``os`` is loaded (the full path, tests: it may have changed),
-    else the same start-up snapshot as a dict, decoded as os decodes it."""
+    else its lookups on the same start-up snapshot (get, ``in``, ``[]``, keys)."""
     os = sys.modules.get("os")
     if os is not None:
         return os.environ  # type: ignore[no-any-return]
     if not _snapshot:
-        if sys.platform == "win32" and not POSIX:  # pragma: no cover - Windows
-            _snapshot.update((name.upper(), value) for name, value in native.environ.items())
-        else:
-            enc = sys.getfilesystemencoding()
-            _snapshot.update((name.decode(enc, "surrogateescape"),
-                              value.decode(enc, "surrogateescape"))
-                             for name, value in native.environ.items())
-    return _snapshot
+        _snapshot.append(_Environ())
+    return _snapshot[0]  # type: ignore[return-value]  # the lookups a Mapping offers
 
 
 def getenv(name: str) -> str | None:

@@ -57,7 +57,10 @@ def test_without_os_the_environment_and_home_are_os_s(tmp_path: Path) -> None:
             "env = oslite.environ()\n"
             "print(ascii(env['KH_TEST']), ascii(env['KH_BYTES']), 'os' in sys.modules,\n"
             "      oslite.expanduser('~/x'), oslite.expanduser('~'),\n"
-            "      oslite.getenv('KH_MISSING'))\n")
+            "      oslite.getenv('KH_MISSING'))\n"
+            "copy = dict(env)\nimport os\n"  # then os, to compare with
+            "print(copy == dict(os.environ), len(env) == len(os.environ), 'KH_TEST' in env,\n"
+            "      'KH_MISSING' in env, env.get('KH_MISSING', '-'))\n")
     env = {"KH_TEST": "välue", "HOME": str(tmp_path) + "/", "PATH": os.environ["PATH"],
            "PYTHONPATH": str(Path(oslite.__file__).parents[2])}
     run = subprocess.run([sys.executable, "-S", "-c", code], env={
@@ -65,4 +68,5 @@ def test_without_os_the_environment_and_home_are_os_s(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=30, check=False)
     assert (run.returncode, run.stderr) == (0, "")
     expected = os.fsdecode(b"\xff-raw")
-    assert run.stdout == f"'v\\xe4lue' {expected!a} False {tmp_path}/x {tmp_path} None\n"
+    assert run.stdout == (f"'v\\xe4lue' {expected!a} False {tmp_path}/x {tmp_path} None\n"
+                          "True True True False -\n")
