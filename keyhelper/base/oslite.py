@@ -105,21 +105,25 @@ def join(path: str, *names: str) -> str:
                 path = name
             else:
                 path = path + name if not path or path.endswith("/") else path + "/" + name
-        elif path and path[-1] not in "\\/:" and name and name[0] not in SEPS and ":" not in name:
-            path = path + SEP + name  # pragma: no cover - Windows
-        else:  # pragma: no cover - Windows: drives, roots
-            import os
+        else:  # pragma: no cover - Windows
+            joined = nt_join(path, name)
+            if joined is None:  # drives, roots
+                import os
 
-            path = os.path.join(path, name)
+                joined = os.path.join(path, name)
+            path = joined
     return path
 
 
 def split(path: str) -> tuple[str, str]:
     """``os.path.split(path)``."""
     if not POSIX:  # pragma: no cover - Windows
-        import os
+        found = nt_split(path)
+        if found is None:
+            import os
 
-        return os.path.split(path)
+            found = os.path.split(path)
+        return found
     cut = path.rfind("/") + 1
     head, tail = path[:cut], path[cut:]
     if head and head != "/" * len(head):
@@ -134,10 +138,7 @@ def dirname(path: str) -> str:
 
 def isabs(path: str) -> bool:
     """``os.path.isabs(path)``."""
-    if POSIX:
-        return path.startswith("/")
-    head = path[:3].replace("/", "\\")  # pragma: no cover - Windows
-    return head.startswith("\\") or head.startswith(":\\", 1)  # pragma: no cover - Windows
+    return path.startswith("/") if POSIX else nt_isabs(path)
 
 
 def _normal(path: str) -> bool:
@@ -145,7 +146,42 @@ def _normal(path: str) -> bool:
     if POSIX:
         return (path.startswith("/") and "//" not in path and "/./" not in path
                 and "/../" not in path and not path.endswith(("/", "/.", "/..")))
-    return (path[1:3] == ":\\" and "/" not in path  # pragma: no cover - Windows
+    return nt_normal(path)  # pragma: no cover - Windows
+
+
+# --- Windows (ntpath) in the common case: a drive-absolute path such as C:\Users\me, or a
+# plain name; None (or False) for anything else, which os.path answers. Plain functions, so
+# that tests/base/test_oslite.py holds them to ntpath on any OS.
+
+def nt_join(path: str, name: str) -> str | None:
+    """``ntpath.join(path, name)`` when ``name`` has no drive or root and ``path`` does not
+    end in a separator or a drive."""
+    if path and path[-1] not in "\\/:" and name and name[0] not in "\\/" and ":" not in name:
+        return path + "\\" + name
+    return None
+
+
+def nt_split(path: str) -> tuple[str, str] | None:
+    """``ntpath.split(path)`` for a drive-absolute path written with backslashes."""
+    if path[1:3] != ":\\" or "/" in path:
+        return None
+    drive, rest = path[:2], path[2:]
+    cut = rest.rfind("\\") + 1
+    head, tail = rest[:cut], rest[cut:]
+    return drive + (head.rstrip("\\") or head), tail
+
+
+def nt_isabs(path: str) -> bool:
+    """``ntpath.isabs(path)``: a drive and a root, or UNC (before Python 3.13, a root alone)."""
+    head = path[:3].replace("/", "\\")
+    root = "\\\\" if sys.version_info >= (3, 13) else "\\"
+    return head.startswith(root) or head.startswith(":\\", 1)
+
+
+def nt_normal(path: str) -> bool:
+    """Whether ``ntpath.normpath`` leaves ``path`` as it is: drive-absolute, backslashes,
+    no empty, ``.`` or ``..`` part, no trailing separator."""
+    return (path[1:3] == ":\\" and path[:1].isalpha() and "/" not in path
             and "\\\\" not in path and "\\.\\" not in path and "\\..\\" not in path
             and not path.endswith(("\\", "\\.", "\\..")))
 

@@ -4,6 +4,7 @@ os.environ in a process that has not imported os."""
 
 from __future__ import annotations
 
+import ntpath
 import os
 import posixpath
 import subprocess
@@ -36,6 +37,26 @@ def test_split_dirname_isabs_abspath_are_posixpath(path: str) -> None:
 @given(PATHS)
 def test_expanduser_is_posixpath_expanduser(path: str) -> None:
     assert oslite.expanduser(path) == posixpath.expanduser(path)
+
+
+NT_PARTS = st.sampled_from(["\\", "/", "C:", "c:", ":", ".", "..", "a", "b c", "é", "\\\\"])
+NT_PATHS = st.lists(NT_PARTS, max_size=8).map("".join)
+
+
+@given(NT_PATHS, NT_PATHS)
+def test_the_windows_common_cases_are_ntpath(path: str, name: str) -> None:
+    """Windows is tested under wine (tests/portability); its path rules are held to ntpath
+    here too, on every generated path where the fast case applies."""
+    joined = oslite.nt_join(path, name)
+    assert joined is None or joined == ntpath.join(path, name)
+    parts = oslite.nt_split(path)
+    assert parts is None or parts == ntpath.split(path)
+    assert oslite.nt_isabs(path) == ntpath.isabs(path)
+    if oslite.nt_normal(path):
+        assert ntpath.normpath(path) == path
+    assert oslite.nt_join("C:\\Users\\me", "keyhelper") == "C:\\Users\\me\\keyhelper"
+    assert oslite.nt_split("C:\\venv\\Scripts\\python.exe") == ("C:\\venv\\Scripts",
+                                                                   "python.exe")
 
 
 def test_files_and_links(tmp_path: Path) -> None:
