@@ -77,6 +77,11 @@ def test_a_hit_through_the_launcher_runs_without_site(regular: Install, write_co
     assert "site" not in extra
     assert not extra & FORBIDDEN, sorted(extra & FORBIDDEN)
     assert {m for m in extra if not m.startswith("keyhelper.base")} <= LEAN, sorted(extra)
+    # Each module costs the import system ~0.2-0.3 ms here: the plain hit's bottom layer is
+    # these four (docs/performance.md#the-site-less-launcher).
+    assert {m for m in extra if m.startswith("keyhelper.base")} == {
+        "keyhelper.base", "keyhelper.base.oslite", "keyhelper.base.files",
+        "keyhelper.base.records"}, sorted(extra)
     # Claude Code runs the helper through sh -c: the written command, as written.
     helper = shlex.join(regular.lean("-b", "vault"))
     shell = run(["sh", "-c", helper])
