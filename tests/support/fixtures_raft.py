@@ -80,9 +80,9 @@ class Cluster:
         None when it does not answer."""
         return _health(node.addr)
 
-    def active(self, timeout: float = READY_WITHIN) -> Node:
+    def active(self, timeout: float | None = None) -> Node:
         """The active node, once there is one."""
-        give_up = time.monotonic() + timeout
+        give_up = time.monotonic() + (READY_WITHIN if timeout is None else timeout)
         while True:
             for node in self.nodes:
                 if node.proc is not None and node.proc.poll() is None and \
@@ -195,7 +195,10 @@ def _wait_answers(node: Node) -> None:
                 tail = log.read()[-2000:]
             if "address already in use" in tail:
                 tail += _port_holders(node)
-            raise RuntimeError(f"OpenBao node {node.name} did not start:\n{tail}")
+            code = None if node.proc is None else node.proc.poll()
+            why = f"exited ({code})" if code is not None else \
+                f"did not answer within {READY_WITHIN:.0f} s"
+            raise RuntimeError(f"OpenBao node {node.name} did not start: {why}:\n{tail}")
         time.sleep(0.05)  # poll interval, not synchronisation
 
 
