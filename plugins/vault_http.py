@@ -279,13 +279,24 @@ class VaultHttp:
         what would leak to another origin)."""
         hops = 0
         while True:
-            status, location, raw = self._exchange(method, url, headers, data)
+            try:
+                status, location, raw = self._exchange(method, url, headers, data)
+            except _Retryable as exc:
+                # The node itself answered (a redirect): where it pointed being down says
+                # nothing of the cluster (a standby pointing at the dead leader mid-election).
+                exc.refused = exc.refused and hops == 0
+                raise
             # -v shows the calls: origin, method and path, never the query (an OIDC code).
             where = origin(url)
             if "logging" in sys.modules and where is not None:
                 log.debug('vault: %s "%s %s" %d', show_origin(where), method,
                           request_target(url).split("?", 1)[0], status)
-            target = self._redirect(url, status, location, carried)
+            try:
+                target = self._redirect(url, status, location, carried)
+            except BackendError as exc:
+                if len(self.nodes) == 1:
+                    raise
+                raise _Retryable(exc) from None  # another node may answer itself
             if target is None:
                 return status, raw
             hops += 1

@@ -297,11 +297,12 @@ class RawServer:
     """A loopback TCP server answering every request with the same bytes, then hanging up:
     for answers http.server does not write (chunked, unframed, not HTTP)."""
 
-    def __init__(self, answer: bytes):
+    def __init__(self, answer: bytes, first: tuple[bytes, ...] = ()):
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.addr = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.requests: list[bytes] = []
         self.answer = answer
+        self.first = list(first)  # answers before ``answer``, one per request
         threading.Thread(target=self.serve, daemon=True).start()
 
     def serve(self) -> None:
@@ -315,7 +316,7 @@ class RawServer:
                 while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
                     data += chunk
                 self.requests.append(data)
-                conn.sendall(self.answer)
+                conn.sendall(self.first.pop(0) if self.first else self.answer)
 
 
 @pytest.mark.parametrize(("answer", "body"), [
@@ -391,3 +392,35 @@ def test_any_answer_is_a_body_or_a_one_line_error(answer: bytes):
         assert "\n" not in str(exc)
     else:
         assert isinstance(body, dict)
+
+
+def free_addr() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_a_redirect_to_a_dead_node_does_not_end_an_election():
+    """A standby answers 307 to the dead leader for a second or two: the round is not "every
+    node refused" (docs/reliability.md), so the call goes on until the standby serves."""
+    dead = free_addr()
+    standby = RawServer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", first=(
+        f"HTTP/1.1 307 x\r\nLocation: {dead}/v1/secret/x\r\nContent-Length: 0\r\n\r\n"
+        .encode(),))
+    vault_http = VaultHttp(Connection(standby.addr, nodes=(standby.addr, dead)), context(5.0))
+
+    assert vault_http.call("GET", "secret/x") == {}
+    assert len(standby.requests) == 2
+
+
+def test_a_redirect_elsewhere_passes_on_to_the_next_node(scripted):
+    """Through proxies a standby's redirect names an address not listed: refused (the token
+    would go there), and the next node is asked."""
+    server = scripted([])
+    elsewhere = RawServer(b"HTTP/1.1 307 x\r\nLocation: http://127.0.0.2:1/v1/secret/x\r\n"
+                          b"Content-Length: 0\r\n\r\n")
+    vault_http = VaultHttp(Connection(elsewhere.addr, nodes=(elsewhere.addr, server.addr)),
+                           context(5.0))
+
+    assert vault_http.call("GET", "secret/x") == {"data": {"ok": True}}
+    assert (len(elsewhere.requests), server.calls) == (1, 1)
