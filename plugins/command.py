@@ -12,13 +12,15 @@ run and find their own files (BASE_ENV), plus the variables named in the ``env``
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
 
 from keyhelper.backend import Backend, Option, Token
 from keyhelper.errors import BackendError, ConfigError, DeadlineExceeded
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Iterable, Mapping
+    from typing import Any, ClassVar
 
 MAX_STDERR = 200
 _POSIX = os.name == "posix"
@@ -70,6 +72,10 @@ class CommandBackend(Backend):
         if not argv:
             raise BackendError("option 'command' is an empty list")
         timeout = self.context.timeout(self.config["timeout"])
+        # Imported here, when a command runs: subprocess brings locale, re, enum, threading
+        # (~15 ms here), which no other backend of a miss may need.
+        import subprocess
+
         try:
             # Its own process group, so that a timeout kills what it started too (a shell
             # script's children would otherwise outlive it).
@@ -115,6 +121,8 @@ def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
     """Kill the command and every process of its group, and reap it."""
     try:
         if _POSIX:
+            import signal
+
             os.killpg(proc.pid, signal.SIGKILL)
         else:  # pragma: no cover - Windows
             proc.kill()
