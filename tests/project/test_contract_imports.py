@@ -38,7 +38,8 @@ def loaded_after(packages: Path, code: str) -> dict[str, list[str]]:
     those there before it ran (what the interpreter itself loads at start)."""
     probe = (f"import sys\nsys.path.insert(0, {str(packages)!r})\n"
              "before = sorted(sys.modules)\n" + code +
-             "\nafter = sorted(sys.modules)\nimport json\nprint(json.dumps({'before': before, 'after': after}))")
+             "\nafter = sorted(sys.modules)\nimport json\n"
+             "print(json.dumps({'before': before, 'after': after}))")
     run = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True,
                          check=True)
     found: dict[str, list[str]] = json.loads(run.stdout)
@@ -66,5 +67,20 @@ def test_an_env_fetch_and_a_log_call_load_nothing_heavy(packages: Path) -> None:
         " ctx)\n"
         "assert backend.fetch().value == 'sk-x'\n"
         "get_logger('keyhelper.chain').debug('not shown %s', 1)\n")
+    heavy = FORBIDDEN & (set(found["after"]) - set(found["before"]))
+    assert sorted(heavy) == []
+
+
+def test_a_command_fetch_loads_nothing_heavy(packages: Path) -> None:
+    """The command backend runs its command without subprocess (which brings locale, re,
+    enum, threading) where os.posix_spawn can."""
+    found = loaded_after(
+        packages,
+        "import time\n"
+        "from keyhelper.backend import Context\n"
+        "from keyhelper_plugins.command import CommandBackend\n"
+        "ctx = Context(None, {'PATH': '/usr/bin:/bin'}, time.monotonic() + 5, '')\n"
+        "options = CommandBackend.validate({'command': ['echo', 'sk-x']}, source='s', key='k')\n"
+        "assert CommandBackend('c', options, ctx).fetch().value == 'sk-x'\n")
     heavy = FORBIDDEN & (set(found["after"]) - set(found["before"]))
     assert sorted(heavy) == []
