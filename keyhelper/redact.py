@@ -137,13 +137,21 @@ def setup_logging(verbose: bool) -> None:
 
     Whoever imports ``logging`` (a Logger writing its first line, or a third-party plugin or
     library, at its top or inside a call), the redacting handler is in place before it can
-    write a line: at once if it is loaded already, else the moment its import finishes.
+    write a line: at once if it is loaded already (always under -v), else the moment its
+    import finishes.
     """
     global _verbose
     _verbose = verbose
-    logging = sys.modules.get("logging")
-    if logging is not None:
+    if verbose:
+        # Lines are wanted and the import's cost does not count: loaded now, so that code
+        # writing a line only when "logging" is in sys.modules writes it too.
+        import logging
+
         _install(logging)
+        return
+    loaded = sys.modules.get("logging")
+    if loaded is not None:
+        _install(loaded)
     elif not any(isinstance(finder, _WhenLoggingLoads) for finder in sys.meta_path):
         sys.meta_path.insert(0, _WhenLoggingLoads())
 
