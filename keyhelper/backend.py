@@ -20,7 +20,6 @@ from keyhelper.base import records
 from keyhelper.base.files import MISSING, home, read_user_file
 from keyhelper.base.files import read_file_private as read_state_file
 from keyhelper.base.files import write_private as write_state_file
-from keyhelper.base.shapes import aws_key
 from keyhelper.errors import BackendError, ConfigError, DeadlineExceeded
 from keyhelper.redact import fingerprint, get_logger
 
@@ -368,6 +367,8 @@ def aws_credentials(access_key_id: str, secret_access_key: str, session_token: s
     """AWS credentials as a key: the compact document ``keyhelper aws-credentials`` prints
     (docs/hooks.md), ``Expiration`` (epoch seconds) written as AWS writes it."""
     from datetime import UTC, datetime
+
+    from keyhelper.base.shapes import aws_key  # and its JSON writer: for AWS backends only
 
     when = datetime.fromtimestamp(int(expiration), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     fields = {"AccessKeyId": access_key_id, "SecretAccessKey": secret_access_key,
