@@ -89,6 +89,10 @@ class _Frozen(_Record):
     def __hash__(self) -> int:
         return hash(self._values())
 
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        # copy and pickle rebuild through the constructor: __setattr__ refuses.
+        return type(self), self._values()
+
 
 class Token(_Frozen):
     """A key and what is known about it. ``repr`` never shows the value."""

@@ -118,6 +118,9 @@ class Attempt:
     def __hash__(self) -> int:
         return hash(self._values())
 
+    def __reduce__(self) -> tuple[type, tuple[str, str, str, float]]:
+        return type(self), self._values()  # copy and pickle: __setattr__ refuses
+
     def __repr__(self) -> str:
         return ("Attempt(backend={!r}, outcome={!r}, reason={!r}, seconds={!r})"
                 .format(*self._values()))
