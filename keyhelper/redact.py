@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
 
+    ExcInfo = bool | BaseException  # as logging takes it: True, or the exception
+
 __all__ = ["DEBUG", "ERROR", "FINGERPRINT_DIGITS", "INFO", "MAX_KEY_CHARS", "WARNING",
            "Logger", "fingerprint", "get_logger", "invalid_key_reason", "printable", "redact",
            "remember", "scrub", "setup_logging"]
@@ -108,22 +110,22 @@ class Logger:
         logging = sys.modules.get("logging")  # not loaded: nothing could show the line
         return logging is not None and bool(logging.getLogger(self.name).isEnabledFor(level))
 
-    def log(self, level: int, msg: str, *args: object, exc_info: bool = False) -> None:
+    def log(self, level: int, msg: str, *args: object, exc_info: ExcInfo = False) -> None:
         if self.isEnabledFor(level):
             import logging
 
             logging.getLogger(self.name).log(level, msg, *args, exc_info=exc_info)
 
-    def debug(self, msg: str, *args: object, exc_info: bool = False) -> None:
+    def debug(self, msg: str, *args: object, exc_info: ExcInfo = False) -> None:
         self.log(DEBUG, msg, *args, exc_info=exc_info)
 
-    def info(self, msg: str, *args: object, exc_info: bool = False) -> None:
+    def info(self, msg: str, *args: object, exc_info: ExcInfo = False) -> None:
         self.log(INFO, msg, *args, exc_info=exc_info)
 
-    def warning(self, msg: str, *args: object, exc_info: bool = False) -> None:
+    def warning(self, msg: str, *args: object, exc_info: ExcInfo = False) -> None:
         self.log(WARNING, msg, *args, exc_info=exc_info)
 
-    def error(self, msg: str, *args: object, exc_info: bool = False) -> None:
+    def error(self, msg: str, *args: object, exc_info: ExcInfo = False) -> None:
         self.log(ERROR, msg, *args, exc_info=exc_info)
 
 
