@@ -57,3 +57,45 @@ def test_a_plugin_importing_logging_late_logs_redacted_under_verbose(
     assert (run.returncode, run.stdout) == (1, "")
     assert SECRET not in run.stderr
     assert f"keyhelper: WARNING lateplug: got <{fp(SECRET)}>\n" in run.stderr
+
+
+# The contract's logger (keyhelper.backend.get_logger): logging is imported when a line is
+# written; -v shows debug lines, without it only warnings; redacted either way.
+LAZY_LOGGER = MARK + """
+from keyhelper.backend import Backend, get_logger
+
+log = get_logger("keyhelper_plugins.lazy")
+
+class LazyBackend(Backend):
+    summary = "logs through the contract's logger"
+
+    def fetch(self):
+        token = self.context.fetch_other("source")
+        log.debug("debug %s", token.value)
+        log.warning("warning %s", token.value)
+        raise RuntimeError("giving up")
+"""
+
+
+@pytest.fixture
+def lazy_env(tmp_path: Path, write_config) -> dict[str, str]:
+    make_distribution(tmp_path / "site", "lazyplug", "1.0", {"lazy": "lazyplug:LazyBackend"},
+                      LAZY_LOGGER)
+    write_config('[backends.source]\ntype = "env"\nvar = "SOURCE_KEY"\n')
+    return {"PYTHONPATH": str(tmp_path / "site"), "SOURCE_KEY": SECRET}
+
+
+def test_the_contracts_logger_without_verbose(lazy_env: dict[str, str]) -> None:
+    run = keyhelper("-b", "lazy", env=lazy_env)
+    assert (run.returncode, run.stdout) == (1, "")
+    assert run.stderr == (f"keyhelper: warning <{fp(SECRET)}>\n"
+                          "keyhelper: no key from lazy\n"
+                          "  lazy failed: RuntimeError: giving up\n")
+
+
+def test_the_contracts_logger_under_verbose(lazy_env: dict[str, str]) -> None:
+    run = keyhelper("-v", "-b", "lazy", env=lazy_env)
+    assert (run.returncode, run.stdout) == (1, "")
+    assert SECRET not in run.stderr
+    assert f"keyhelper: DEBUG keyhelper_plugins.lazy: debug <{fp(SECRET)}>\n" in run.stderr
+    assert f"keyhelper: WARNING keyhelper_plugins.lazy: warning <{fp(SECRET)}>\n" in run.stderr
