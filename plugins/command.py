@@ -124,10 +124,11 @@ def run(argv: Sequence[str], env: Mapping[str, str],
     return _run_subprocess(argv, env, timeout)
 
 
-# subprocess costs ~15-30 ms to import here (it brings locale, re, enum, threading,
-# selectors): more than an empty interpreter's start, on every miss through this backend.
-# POSIX gets the same run from os.posix_spawn and select.poll (what keyhelper.base.spawn does
-# for refresh ahead); elsewhere, or when this libc cannot, subprocess does it.
+# Not subprocess on POSIX: importing it (locale, re, enum, threading, selectors) took 3x the
+# CPU of an empty `python -I -S` here, and a miss through this backend 1.6x the CPU it takes
+# without it (farm-bench, interleaved). os.posix_spawn and select.poll do the same run (as
+# keyhelper.base.spawn does for refresh ahead); elsewhere, or when this libc cannot,
+# subprocess does it.
 
 def _run_spawned(argv: Sequence[str], env: Mapping[str, str],
                  timeout: float) -> tuple[int, bytes, bytes]:
