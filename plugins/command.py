@@ -137,9 +137,13 @@ def _run_spawned(argv: Sequence[str], env: Mapping[str, str],
     err_r, err_w = os.pipe()
     pid = None
     try:
+        import select
+
         inherited = _inherited_fds()
-        if min(out_r, out_w, err_r, err_w) <= 2 or inherited is None:
-            raise NotImplementedError("no standard streams, or no /dev/fd")  # subprocess can
+        if min(out_r, out_w, err_r, err_w) <= 2 or inherited is None or not hasattr(
+                select, "poll"):
+            # subprocess copes: no standard streams, no /dev/fd, no poll()
+            raise NotImplementedError("cannot spawn it here")
         actions: list[tuple[Any, ...]] = [
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
             (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2),
@@ -214,7 +218,7 @@ def _inherited_fds() -> list[int] | None:
 
 def _read_both(out_r: int, err_r: int, deadline: float) -> tuple[bytes, bytes]:
     """Everything written to both pipes until both close; TimeoutError at the deadline."""
-    import select
+    import select  # loaded by _run_spawned already
 
     chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
     poller = select.poll()
