@@ -6,15 +6,20 @@ the command's own environment, and a directory that cannot run it does not hide 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from cache_entry import entry_path, wait_for_refresh_lock
+from helpers import keyhelper
 from keyhelper_plugins import command
 from keyhelper_plugins.command import CommandBackend
 
 from keyhelper.backend import Context
+from keyhelper.base import files as kpaths
+from keyhelper.base import records as kentry
 from keyhelper.errors import BackendError
 
 KEY = "sk-ant-Spawn_0123456789abcdef"
@@ -90,3 +95,26 @@ def test_without_posix_spawn_subprocess_runs_it(monkeypatch: pytest.MonkeyPatch,
 
 def _no_spawn(*args: object) -> tuple[int, bytes, bytes]:
     raise NotImplementedError("posix_spawn cannot setsid here")
+
+
+def test_a_daemon_the_command_leaves_does_not_hold_the_refresh_lock(tmp_path: Path,
+                                                                     write_config) -> None:
+    """The refresh child holds the entry's lock as fd 3; an agent the command starts and
+    leaves running must not inherit it, or no refresh could run again while it lives."""
+    pid_file = tmp_path / "daemon.pid"
+    write_config('chain = ["src"]\n[backends.src]\ntype = "command"\ncommand = ["sh", "-c", '
+                 f'"sleep 60 </dev/null >/dev/null 2>&1 & echo $! > {pid_file}; echo key-new"]\n')
+    now = time.time()
+    entry = kentry.Entry("key-old", "src", now, now + 300, now - 1, None, [],
+                         kentry.env_digest([], os.environ))
+    Path(kpaths.cache_dir(os.environ)).mkdir(mode=0o700)
+    entry_path().write_bytes(entry.serialize())
+    entry_path().chmod(0o600)
+    try:
+        run = keyhelper()  # a hit due for refresh: served, and the refresh child started
+        assert (run.returncode, run.stdout, run.stderr) == (0, "key-old\n", "")
+        wait_for_refresh_lock()  # fails after 20 s while the daemon holds the lock
+        assert keyhelper().stdout == "key-new\n"
+    finally:
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
