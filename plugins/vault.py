@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import os
 
-from keyhelper.backend import MISSING, Backend, Option, Token, read_user_file
+from keyhelper.backend import MISSING, Backend, Option, Token, get_logger, read_user_file
 from keyhelper.errors import BackendError, ConfigError, Skip
 
 from .vault_auth import METHODS, Authenticator, Credential, check_options
 from .vault_http import (
     Connection,
-    LazyLog,
     VaultHttp,
     VaultStatus,
     is_loopback,
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
 
     from keyhelper.backend import Login, Privacy
 
-log = LazyLog(__name__)
+log = get_logger(__name__)
 
 ENGINES = ("kv", "logical")
 VAULT_VARS = ("VAULT_AGENT_ADDR", "VAULT_ADDR", "VAULT_NAMESPACE", "VAULT_CACERT",

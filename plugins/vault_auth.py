@@ -15,6 +15,7 @@ from keyhelper import redact
 from keyhelper.backend import (
     MISSING,
     dump_record,
+    get_logger,
     home,
     load_record,
     read_state_file,
@@ -24,7 +25,7 @@ from keyhelper.backend import (
 )
 from keyhelper.errors import BackendError, ConfigError, Skip
 
-from .vault_http import LazyLog, VaultStatus, state_name
+from .vault_http import VaultStatus, state_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
     from .vault_http import VaultHttp
 
-log = LazyLog(__name__)
+log = get_logger(__name__)
 
 METHODS = ("token", "approle", "jwt", "oidc", "kubernetes", "cert")
 LOGIN_METHODS = METHODS[1:]

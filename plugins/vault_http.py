@@ -33,6 +33,7 @@ from keyhelper import redact
 from keyhelper.backend import (
     Context,
     dump_record,
+    get_logger,
     load_record,
     read_state_file,
     write_state_file,
@@ -41,7 +42,6 @@ from keyhelper.errors import BackendError, DeadlineExceeded
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import logging
     import ssl
     from collections.abc import Mapping
     from typing import Any
@@ -70,28 +70,7 @@ QUERY_SAFE = frozenset(UNRESERVED)
 TARGET_SAFE = PATH_SAFE | frozenset(b"?")  # a redirect's path and query, escaped or not
 
 
-class LazyLog:
-    """``logging.getLogger(name)``, imported when a line is logged (logging costs more to
-    import than most runs spend logging). Debug lines are dropped while nothing has imported
-    logging: then no handler is configured that could show them."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def logger(self) -> logging.Logger:
-        import logging
-
-        return logging.getLogger(self.name)
-
-    def debug(self, message: str, *args: object) -> None:
-        if "logging" in sys.modules:
-            self.logger().debug(message, *args)
-
-    def warning(self, message: str, *args: object) -> None:
-        self.logger().warning(message, *args)
-
-
-log = LazyLog(__name__)
+log = get_logger(__name__)  # imports logging only to write a line
 
 
 def state_name(kind: str, identity: str) -> str:
@@ -288,7 +267,7 @@ class VaultHttp:
                 raise
             # -v shows the calls: origin, method and path, never the query (an OIDC code).
             where = origin(url)
-            if "logging" in sys.modules and where is not None:
+            if where is not None and log.isEnabledFor(10):  # DEBUG: -v
                 log.debug('vault: %s "%s %s" %d', show_origin(where), method,
                           request_target(url).split("?", 1)[0], status)
             try:

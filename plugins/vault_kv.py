@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import os
 
-from keyhelper.backend import dump_record, load_record, read_state_file, write_state_file
+from keyhelper.backend import (
+    dump_record,
+    get_logger,
+    load_record,
+    read_state_file,
+    write_state_file,
+)
 from keyhelper.errors import BackendError
 
-from .vault_http import LazyLog, VaultStatus, state_name
+from .vault_http import VaultStatus, state_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -18,7 +24,7 @@ if TYPE_CHECKING:
     from .vault_auth import Credential
     from .vault_http import Connection, VaultHttp
 
-log = LazyLog(__name__)
+log = get_logger(__name__)
 
 MOUNT_MEMO_FORMAT = "keyhelper-vault-mount 2"  # 2: the record format of every state file
 
