@@ -9,10 +9,8 @@ policy around it.
 
 from __future__ import annotations
 
-import logging
+import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from keyhelper import config, redact
 from keyhelper.backend import Backend, Context, Token, call_with_timeout
@@ -25,21 +23,36 @@ from keyhelper.errors import (
     NoKeyError,
     Skip,
 )
-from keyhelper.registry import Registry
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from keyhelper.registry import Registry
 
 MAX_NESTING = 4
 BACKSTOP_GRACE = 0.25
 
 
-@dataclass(frozen=True)
+def _debug(message: str, *args: object, exc_info: bool = False) -> None:
+    """A debug line. logging costs ~20 ms to import: it is loaded (and configured) by then
+    whenever a debug line could be shown (-v), so nothing else imports it for one."""
+    if "logging" in sys.modules:
+        import logging
+
+        logging.getLogger(__name__).debug(message, *args, exc_info=exc_info)
+
+
 class Link:
     """A backend of the chain, or the error that kept it from being built."""
 
-    spec: config.BackendSpec
-    backend: Backend | None
-    error: Exception | None
+    __slots__ = ("backend", "error", "spec")
+
+    def __init__(self, spec: config.BackendSpec, backend: Backend | None,
+                 error: Exception | None):
+        self.spec = spec
+        self.backend = backend
+        self.error = error
 
 
 class Chain:
@@ -128,7 +141,7 @@ class Chain:
         except BackendError as exc:
             return _attempt(name, "failed", exc.message, started), None
         except Exception as exc:  # a plugin's own error: report it, keep going
-            log.debug("backend %s raised", name, exc_info=True)
+            _debug("backend %s raised", name, exc_info=True)
             return _attempt(name, "failed", f"{type(exc).__name__}: {exc}", started), None
         return _attempt(name, "ok", token.fingerprint, started), token
 
@@ -137,8 +150,8 @@ class Chain:
         for link in links:
             attempt, token = self.try_link(link)
             attempts.append(attempt)
-            log.debug("%s %s in %.0f ms: %s", attempt.backend, attempt.outcome,
-                      attempt.seconds * 1000, attempt.reason)
+            _debug("%s %s in %.0f ms: %s", attempt.backend, attempt.outcome,
+                   attempt.seconds * 1000, attempt.reason)
             if token is not None:
                 return token, link, attempts
         raise NoKeyError(attempts)

@@ -9,18 +9,18 @@ timeout inside the run's deadline: its D-Bus probing is known to stall for tens 
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
 
 from keyhelper.backend import call_with_timeout
 from keyhelper.errors import BackendError, ConfigError, DeadlineExceeded, Skip, Unavailable
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, TypeVar
 
-T = TypeVar("T")
+    T = TypeVar("T")
 
 MAX_DUPLICATES = 20  # items with the same service and user deleted at most, per call
 
@@ -94,7 +94,9 @@ class OsKeyring:
         except (BackendError, Skip):  # ours already (Unavailable is a Skip)
             raise
         except Exception as exc:  # secretstorage/jeepney errors leak through python-keyring
-            log.debug("keyring call failed", exc_info=True)
+            import logging  # python-keyring has loaded it: no cost
+
+            logging.getLogger(__name__).debug("keyring call failed", exc_info=True)
             raise BackendError(f"the OS keyring failed: {type(exc).__name__}: {exc}",
                                backend=self.label) from None
 

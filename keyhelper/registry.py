@@ -16,38 +16,52 @@ one source of backend types: the index is a copy of a scan, never an addition to
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from keyhelper.backend import Backend
 from keyhelper.base import records
 from keyhelper.base.files import read_file_private, write_private
 from keyhelper.errors import Unavailable
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
     from importlib import metadata
+    from typing import Any
 
 GROUP = "keyhelper.backends"
 BUILTIN_DISTRIBUTION = "keyhelper"
 ALLOW_ENV = "KEYHELPER_PLUGINS_ALLOW"
 
-log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+def _debug(message: str, *args: object, exc_info: bool = False) -> None:
+    """A debug line. logging costs ~20 ms to import: it is loaded (and configured) by then
+    whenever a debug line could be shown (-v), so nothing else imports it for one."""
+    if "logging" in sys.modules:
+        import logging
+
+        logging.getLogger(__name__).debug(message, *args, exc_info=exc_info)
+
+
 class PluginInfo:
     """A backend type found in the entry-point group, and where it came from."""
 
-    name: str
-    target: str  # "module:attribute"
-    distribution: str
-    version: str
-    allowed: bool
+    __slots__ = ("allowed", "distribution", "name", "target", "version")
+
+    def __init__(self, name: str, target: str, distribution: str, version: str,
+                 allowed: bool):
+        self.name = name
+        self.target = target  # "module:attribute"
+        self.distribution = distribution
+        self.version = version
+        self.allowed = allowed
+
+    def __repr__(self) -> str:
+        return (f"PluginInfo(name={self.name!r}, target={self.target!r}, "
+                f"distribution={self.distribution!r}, version={self.version!r}, "
+                f"allowed={self.allowed!r})")
 
 
 class Found:
@@ -125,7 +139,7 @@ class Registry:
         try:
             cls: Any = self._entry_points[name].load()
         except (Exception, SystemExit) as exc:  # a broken plugin must not break the tool
-            log.debug("loading backend plugin %s failed", name, exc_info=True)
+            _debug("loading backend plugin %s failed", name, exc_info=True)
             raise Unavailable(f"plugin {info.target} failed to load: "
                               f"{type(exc).__name__}: {exc}") from None
         if not (isinstance(cls, type) and issubclass(cls, Backend)):
@@ -221,6 +235,8 @@ def found(index_dir: str | None) -> list[Found]:
     data = records.dump(INDEX_FORMAT, [("installation", signature), *(
         ("entry", "\x1f".join((ep.name, ep.value, ep.distribution, ep.version)))
         for ep in points)])
-    with contextlib.suppress(OSError):  # a lost index is only scanned again
+    try:
         write_private(path, data, durable=False)
+    except OSError:
+        return points  # a lost index is only scanned again
     return points

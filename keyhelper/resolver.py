@@ -7,41 +7,62 @@ policy (keyhelper.cachepolicy) decides whether the chain runs at all.
 
 from __future__ import annotations
 
-import logging
 import os
+import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 from keyhelper import config
 from keyhelper.backend import Context, Token, wall_clock
 from keyhelper.base import audit
 from keyhelper.base.caller import caller_id
-from keyhelper.base.files import Selection, read_in_private_dir, write_private
+from keyhelper.base.files import read_in_private_dir, write_private
 from keyhelper.base.lock import release_handed
-from keyhelper.base.records import Entry, entry_key, route_path, serialize_route
+from keyhelper.base.records import entry_key, route_path, serialize_route
 from keyhelper.base.shapes import DESKTOP, HELPER_CONTEXT, marker_context
 from keyhelper.cachepolicy import fetcher as policy_fetcher
-from keyhelper.chain import Chain, Link
-from keyhelper.errors import Attempt
+from keyhelper.chain import Chain
 from keyhelper.registry import Registry, allowlist
-from keyhelper.stores import CacheUnusable, FileCache, Store
+from keyhelper.stores import CacheUnusable, FileCache
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+    from keyhelper.base.files import Selection
+    from keyhelper.base.records import Entry
+    from keyhelper.chain import Link
+    from keyhelper.errors import Attempt
+    from keyhelper.stores import Store
 
 
-@dataclass
+_LEVELS = {"debug": 10, "info": 20, "warning": 30}  # logging's
+
+
+def report(level: str, message: str, *args: object) -> None:
+    """A log line ("debug", "info" or "warning"). logging costs ~20 ms to import here: only
+    a warning imports it; below that it is loaded (and configured) by then whenever such a
+    line could be shown (-v)."""
+    if level != "warning" and "logging" not in sys.modules:
+        return
+    import logging
+
+    logging.getLogger(__name__).log(_LEVELS[level], message, *args)
+
+
 class Result:
     """A key and how it was obtained (``source``: see keyhelper.cachepolicy.fetcher.Outcome)."""
 
-    token: Token
-    backend: str
-    source: str
-    attempts: list[Attempt] = field(default_factory=list)
-    entry: Entry | None = None
-    cache_location: str | None = None
+    __slots__ = ("attempts", "backend", "cache_location", "entry", "source", "token")
+
+    def __init__(self, token: Token, backend: str, source: str,
+                 attempts: list[Attempt] | None = None, entry: Entry | None = None,
+                 cache_location: str | None = None):
+        self.token = token
+        self.backend = backend
+        self.source = source
+        self.attempts = [] if attempts is None else attempts
+        self.entry = entry
+        self.cache_location = cache_location
 
 
 class Run:
@@ -79,7 +100,7 @@ class Run:
         if not self.use_cache:
             return None
         if self.cache is None:
-            log.warning("%s; going on without a cache", self.cache_problem)
+            report("warning", "%s; going on without a cache", self.cache_problem)
             return None
         if self.settings.setting("cache") == "keyring":
             from keyhelper.stores import KeyringStore  # no secret on disk; locks stay files
@@ -104,7 +125,7 @@ class Run:
         return policy_fetcher.CachedFetcher(
             store, cache.directory, self.key, self.rules(), self.env, now=self.now,
             lock=lambda: cache.lock(self.key, self.deadline), caller=caller,
-            report=lambda level, message: log.log(_LEVELS[level], message))
+            report=lambda level, message: report(level, "%s", message))
 
     @staticmethod
     def env_names(links: Sequence[Link]) -> list[str]:
@@ -135,7 +156,7 @@ class Run:
         warning = audit.record(self.settings.raw, self.settings.profile, result.backend,
                                result.source, result.token.value, result.token.expires_at)
         if warning:
-            log.warning("%s", warning)
+            report("warning", "%s", warning)
         return result
 
     def refresh(self, expected_stored: float, take_lock: bool = False) -> Result | None:
