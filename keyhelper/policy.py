@@ -121,6 +121,9 @@ def load() -> Policy | None:
     data = read_trusted(path, root_only=True)
     if data is None:
         return None
+    # Parsed on every run, never kept like the config's parse (configfile.load_toml): that
+    # record lives in the cache directory, which the environment can move ($KEYHELPER_CACHE_DIR
+    # into a project's checkout), and the policy must hold whatever the environment says.
     top = check_table(parse_toml(data, path), TOP_LEVEL, source=path, prefix="")
     plugins = check_table(top.get("plugins", {}), PLUGINS_KEYS, source=path, prefix="plugins.")
     backends = check_table(top.get("backends", {}), BACKENDS_KEYS, source=path,
