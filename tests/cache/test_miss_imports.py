@@ -3,9 +3,10 @@
 The command `setup claude-code` writes (the site-less launcher, on a regular pip install of
 its own: tests/support/regular_install.py) runs a miss on the env and the command path with
 ``-X importtime`` (a sitecustomize hook would not run without ``site``), and none of the
-modules below may be imported. (importtime shows what ``import`` statements load: the
-plugins themselves, loaded through importlib.import_module, are not listed; their imports are.) Guarded by modules, not by timing: each costs ~0.3-15 ms to
-import on a small machine (docs/performance.md).
+modules below may be imported. (importtime lists what ``import`` statements load: the
+plugins themselves, loaded through importlib.import_module, are not listed; what they
+import is.) Guarded by modules, not by timing: each costs ~0.3-15 ms to import on a small
+machine (docs/performance.md).
 
 A repeat run neither parses the config (its parse is kept: keyhelper.configfile.load_toml)
 nor scans the entry points (keyhelper.registry.found); the first run of each does, which
