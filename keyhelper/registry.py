@@ -77,10 +77,11 @@ class Found:
 
     def load(self) -> Any:
         """As importlib.metadata.EntryPoint.load: ``module:attr.attr``."""
-        import importlib
-
         module, _, attrs = self.value.partition(":")
-        target: Any = importlib.import_module(module.strip())
+        # importlib.import_module, without importing importlib (and its warnings) for it
+        name = module.strip()
+        __import__(name)
+        target: Any = sys.modules[name]
         for attr in attrs.split("[")[0].strip().split("."):
             if attr:
                 target = getattr(target, attr)
