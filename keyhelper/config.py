@@ -166,15 +166,20 @@ def load(selection: Selection, env: Mapping[str, str]) -> Settings:
 
 
 def state_dir(env: Mapping[str, str]) -> str | None:
-    """keyhelper's private state directory (made 0700 if missing), where the parse of the
-    config is kept between runs; None when it is not safe to use (then it is parsed anew).
-    The same directory as keyhelper.stores.FileCache.state_dir, which reports problems."""
-    path = os.path.join(cache_dir(env), "state")
-    problem = safe_dir(path)
-    if problem == "missing":
-        try:
-            make_private_dirs(path)
-        except OSError:
+    """keyhelper's private state directory, where the parse of the config is kept between
+    runs: the cache directory's ``state``, each made 0700 if missing (as
+    keyhelper.stores.FileCache does, which reports problems). None when either is not safe
+    to use (a symlink, another owner, open to others): then the file is parsed anew."""
+    directory = cache_dir(env)
+    path = os.path.join(directory, "state")
+    for each in (directory, path):
+        problem = safe_dir(each)
+        if problem == "missing":
+            try:
+                make_private_dirs(each)
+            except OSError:
+                return None
+            problem = safe_dir(each)
+        if problem is not None:
             return None
-        problem = safe_dir(path)
-    return None if problem else path
+    return path

@@ -168,3 +168,17 @@ def test_what_marshal_cannot_keep_is_not_kept() -> None:
     kept = parsed_record("0" * 64, {"a": [1, 2.5, True, "x", {"b": []}]})
     assert parsed_record_value(kept, "0" * 64) == {"a": [1, 2.5, True, "x", {"b": []}]}
     assert parsed_record_value(kept, "1" * 64) is None  # other bytes
+
+
+def test_a_symlinked_cache_directory_holds_no_record(config: Path, cache_dir: Path,
+                                                     tmp_path: Path) -> None:
+    """Neither read nor written through a link (--no-cache: no word about the cache)."""
+    run_key(KEY_A)
+    forge(record(cache_dir), config, FORGED)
+    forged = record(cache_dir).read_bytes()
+    cache_dir.rename(tmp_path / "elsewhere")
+    cache_dir.symlink_to(tmp_path / "elsewhere")
+    run_key(KEY_A)
+    config.write_text(CONFIG + "\n")
+    run_key(KEY_A)
+    assert record(tmp_path / "elsewhere").read_bytes() == forged  # not rewritten
