@@ -14,11 +14,9 @@ import time
 from keyhelper import config
 from keyhelper.backend import Context, Token, wall_clock
 from keyhelper.base import audit
-from keyhelper.base.caller import caller_id
 from keyhelper.base.files import read_in_private_dir, write_private
 from keyhelper.base.lock import release_handed
 from keyhelper.base.records import entry_key, route_path, serialize_route
-from keyhelper.base.shapes import DESKTOP, HELPER_CONTEXT, marker_context
 from keyhelper.cachepolicy import fetcher as policy_fetcher
 from keyhelper.chain import Chain
 from keyhelper.registry import Registry, allowlist
@@ -87,7 +85,12 @@ class Run:
         registry = registry or Registry(allow=allowlist(self.settings.raw.get("plugins"), env),
                                         index_dir=state_dir)
         # Claude Desktop says when a person is there to answer a prompt or a browser login.
-        interactive = selection.shape == DESKTOP and env.get(HELPER_CONTEXT) == "interactive"
+        interactive = False
+        if selection.shape:  # a hook's shape: keyhelper.base.shapes, imported for them only
+            from keyhelper.base.shapes import DESKTOP, HELPER_CONTEXT
+
+            interactive = (selection.shape == DESKTOP
+                           and env.get(HELPER_CONTEXT) == "interactive")
         self.context = Context(self.settings.profile, env, self.deadline, state_dir or "",
                                now=now, interactive=interactive)
         self.chain = Chain(self.settings, registry, self.context)
@@ -118,8 +121,14 @@ class Run:
     def fetcher(self, store: Store) -> policy_fetcher.CachedFetcher:
         assert self.cache is not None
         cache = self.cache
-        caller = caller_id(self.env) if self.settings.setting("rotation_detection") else None
+        caller = None
+        if self.settings.setting("rotation_detection"):  # the caller walk: only for it
+            from keyhelper.base.caller import caller_id
+
+            caller = caller_id(self.env)
         if caller is not None:  # one headersHelper per MCP server (keyhelper.base.shapes)
+            from keyhelper.base.shapes import marker_context
+
             caller += marker_context(self.env)
 
         return policy_fetcher.CachedFetcher(

@@ -34,7 +34,10 @@ NOT_ON_A_MISS = [
     # repeat, and what they and its former imports bring in.
     ("resolver", {"tomllib", "importlib.metadata", "email", "zipfile", "csv", "json",
                   "datetime", "shlex", "pathlib", "tempfile", "shutil", "hashlib", "pickle",
-                  "argparse", "click", "keyhelper.cli", "keyhelper.hooks"}),
+                  "argparse", "click", "keyhelper.cli", "keyhelper.hooks",
+                  # the caller walk, for rotation detection: with a cache only (these runs
+                  # are --no-cache, as Claude Code's calls are not)
+                  "keyhelper.base.caller"}),
 ]
 # The env backend runs no process.
 NOT_ON_AN_ENV_MISS = {"subprocess"}
