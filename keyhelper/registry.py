@@ -200,21 +200,28 @@ def scan() -> list[Found]:
 
 def installation() -> str:
     """What the entry points of this interpreter depend on, as a digest (see the module's
-    docstring); any install, upgrade or removal changes it."""
-    parts = [sys.version, sys.executable]
+    docstring); any install, upgrade or removal changes it.
+
+    Only directories holding distributions count, in their order on ``sys.path``, and the
+    interpreter by its real path: the console script (its own ``bin`` first on sys.path,
+    ``bin/python3``) and the launcher (``bin/python``, no script directory) see the same
+    installation, and share one index instead of scanning in turn."""
+    parts = [sys.version, os.path.realpath(sys.executable)]
     for entry in sys.path:
-        parts.append("\x1e" + entry)
         try:
             names = sorted(os.listdir(entry or "."))
         except OSError:
             continue  # a zip file or a missing directory: importlib.metadata skips it too
+        found = []
         for name in names:
             if name.endswith(_META_SUFFIXES):
                 try:
                     st = os.stat(os.path.join(entry or ".", name, "entry_points.txt"))
-                    parts.append(f"{name}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
+                    found.append(f"{name}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
                 except OSError:
-                    parts.append(name)
+                    found.append(name)
+        if found:  # one without distributions (a script's directory) has no entry points
+            parts += ["\x1e" + entry, *found]
     return records.digest("\x1f".join(parts))
 
 

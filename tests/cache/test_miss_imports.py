@@ -89,6 +89,23 @@ def test_a_command_miss_imports_none_of_them(regular: Install, write_config) -> 
     assert "tomllib" not in imported(regular, *args)
 
 
+def test_the_launcher_and_the_console_script_share_the_index(regular: Install) -> None:
+    """Both see one installation (the script's own directory on sys.path and bin/python3
+    against bin/python do not count): taking turns does not scan the entry points again."""
+    args = ("--no-cache", "--backend", "env")
+    env = {"KEYHELPER_API_KEY": KEY}
+    assert "importlib.metadata" in imported(regular, *args, env=env)  # the index made
+    for _ in range(2):
+        assert "importlib.metadata" not in imported(regular, *args, env=env)
+        proc = subprocess.run([regular.script, *args], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=60, check=False,
+                              env={**os.environ, **env, "PYTHONPROFILEIMPORTTIME": "1"})
+        assert (proc.returncode, proc.stdout) == (0, KEY + "\n")
+        assert "keyhelper.resolver" in proc.stderr  # the probe works here too
+        assert [line for line in proc.stderr.splitlines()
+                if line.split("|")[-1].strip() == "importlib.metadata"] == []
+
+
 # --- the resolver layer's own files, whatever the layers below them import ----------------
 
 RESOLVER_LAYER = ["config", "configfile", "policy", "registry", "chain", "stores", "resolver",
