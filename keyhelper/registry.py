@@ -8,8 +8,8 @@ others. An optional allowlist of distributions keeps unapproved plugins from bei
 A scan through ``importlib.metadata`` costs ~3x an interpreter start, so a miss reads the
 entry points from an index in keyhelper's private state directory instead (:func:`found`),
 valid only for the installation it was made from: its signature covers the Python version,
-``sys.path`` and, in every directory on it, each distribution's metadata directory and the
-identity of its ``entry_points.txt``. Installing, upgrading or removing any distribution
+the directories on ``sys.path`` that hold distributions and, in each, every distribution's
+metadata directory and the identity of its ``entry_points.txt``. Installing, upgrading or removing any distribution
 changes it, and the next miss scans again and rewrites the index. The entry points stay the
 one source of backend types: the index is a copy of a scan, never an addition to it.
 """
