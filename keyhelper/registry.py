@@ -9,9 +9,10 @@ A scan through ``importlib.metadata`` costs ~3x an interpreter start, so a miss 
 entry points from an index in keyhelper's private state directory instead (:func:`found`),
 valid only for the installation it was made from: its signature covers the Python version,
 the directories on ``sys.path`` that hold distributions and, in each, every distribution's
-metadata directory and the identity of its ``entry_points.txt``. Installing, upgrading or removing any distribution
-changes it, and the next miss scans again and rewrites the index. The entry points stay the
-one source of backend types: the index is a copy of a scan, never an addition to it.
+metadata directory and the identity of its ``entry_points.txt``. Installing, upgrading or
+removing any distribution changes it, and the next miss scans again and rewrites the index.
+The entry points stay the one source of backend types: the index is a copy of a scan, never
+an addition to it.
 """
 
 from __future__ import annotations
