@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from keyhelper.base import records
 from keyhelper.base.files import MISSING, home, read_user_file
 from keyhelper.base.files import read_file_private as read_state_file
+from keyhelper.base.files import safe_dir as private_dir_problem
 from keyhelper.base.files import write_private as write_state_file
 from keyhelper.base.shapes import aws_key
 from keyhelper.errors import BackendError, ConfigError, DeadlineExceeded
@@ -34,13 +35,14 @@ Privacy = Literal["always", "own", "never"]
 
 # What the built-in backends use from the core, offered to every plugin alike: the reader
 # of key and credential files (the rules of SECURITY.md), private state files in
-# ``Context.state_dir`` and the one record format for them, the user's home. (Also:
+# ``Context.state_dir`` and the one record format for them (a directory of your own for
+# them: :func:`private_dir_problem`), the user's home. (Also:
 # :func:`login_name`, :func:`call_with_timeout` below, and keyhelper.oskeyring.OsKeyring.)
 __all__ = ["AWS_REFRESH_MARGIN", "MISSING", "Backend", "Context", "Login", "Option", "Privacy",
            "Token", "aws_credentials", "call_with_timeout",
            "dump_record", "home", "load_record", "login_name", "option_fits",
-           "read_state_file", "read_user_file", "record_number", "wall_clock",
-           "write_state_file"]
+           "private_dir_problem", "read_state_file", "read_user_file", "record_number",
+           "wall_clock", "write_state_file"]
 
 # The record format of every small state file (keyhelper.base.records): a header line
 # naming the kind and its version, then one escaped ``name value`` line per field.

@@ -100,7 +100,11 @@ class OidcBackend(Backend):
 
     def directory(self) -> str:
         if self.config["token_dir"]:
-            return os.path.expanduser(str(self.config["token_dir"]))
+            directory = os.path.expanduser(str(self.config["token_dir"]))
+            if not os.path.isabs(directory):  # relative: to whichever checkout we run in
+                raise ConfigError("expected an absolute path (or one starting with ~)",
+                                  key="token_dir")
+            return directory
         return self.context.state_dir
 
     def store(self) -> SessionStore:
@@ -211,13 +215,14 @@ class OidcBackend(Backend):
         return True
 
     def login(self, request: Login) -> str:
+        store = self.store()
+        store.ensure_directory()  # before the person signs in, not after
         provider = self.provider()
         seconds = min(request.seconds, self.config["login_timeout"])
         if request.device:
             tokens = login_device(provider, request.say, seconds)
         else:
             tokens = login_code(provider, request.say, request.browser, seconds)
-        store = self.store()
         with store.lock():
             session = self._save(store, None, tokens)
         return f"signed in to {self.issuer} as {session.name}"
@@ -275,11 +280,11 @@ def start_detached(backend: OidcBackend, store: SessionStore) -> bool:
     except FileNotFoundError:
         pass
     try:
-        os.makedirs(store.directory, mode=0o700, exist_ok=True)
+        store.ensure_directory()
         os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
         return True  # another process started it just now
-    except OSError:
+    except (OSError, BackendError):
         return False
     job = {"name": backend.name, "options": backend.config, "profile": backend.context.profile,
            "state_dir": backend.context.state_dir, "marker": marker}
@@ -287,7 +292,8 @@ def start_detached(backend: OidcBackend, store: SessionStore) -> bool:
         child = subprocess.Popen([sys.executable, "-I", "-m", "keyhelper_plugins.oidc_login"],
                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL, env=dict(backend.context.env),
-                                 start_new_session=True, close_fds=True)
+                                 start_new_session=True, close_fds=True,
+                                 cwd=os.path.abspath(os.sep))  # not the caller's checkout
         assert child.stdin is not None
         child.stdin.write(json.dumps(job).encode())
         child.stdin.close()

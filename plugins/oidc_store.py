@@ -22,6 +22,7 @@ from keyhelper.backend import (
     Context,
     dump_record,
     load_record,
+    private_dir_problem,
     read_state_file,
     record_number,
     write_state_file,
@@ -129,7 +130,7 @@ class SessionStore:
         if store == "keyring":
             self._keyring.set(KEYRING_SERVICE, self.ident, session.refresh_token)
         stored = replace(session, store=store)
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        self.ensure_directory()
         write_state_file(self.path, stored.serialize())
         return stored
 
@@ -158,6 +159,17 @@ class SessionStore:
                       exc, self.path)
             return "file"
 
+    def ensure_directory(self) -> None:
+        """Create the sign-in's directory 0700, or check the one there: a ``token_dir``
+        chosen by hand may be shared, and files in a directory others can write can be
+        swapped or removed under us."""
+        if not self.directory:
+            return  # no state directory: nothing is kept (write says so)
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        problem = private_dir_problem(self.directory)
+        if problem is not None:
+            raise BackendError(f"cannot keep the sign-in in {self.directory}: {problem}")
+
     # --- the lock ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -166,7 +178,7 @@ class SessionStore:
         if not self.path:
             yield
             return
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        self.ensure_directory()
         fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0),
                      0o600)
         try:

@@ -23,7 +23,8 @@ from typing import Any
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError
 
-from keyhelper.errors import KeyhelperError
+from keyhelper.configfile import read_trusted
+from keyhelper.errors import ConfigError, KeyhelperError
 
 log = logging.getLogger("keyhelper.gateway")
 
@@ -65,11 +66,14 @@ class JwksFile(KeySource):
         self.name = f"jwks_file {path}"
 
     def load(self) -> list[Any]:
+        # A trust anchor: whoever can write it can add a key and sign any token, so it is
+        # read as keyhelper's config file is (yours or root's, nobody else can write it).
         try:
-            with open(self.path, "rb") as handle:
-                data = handle.read(MAX_DOCUMENT_BYTES + 1)
-        except OSError as exc:
-            raise KeySourceError(f"{self.name}: {exc.strerror or type(exc).__name__}") from None
+            data = read_trusted(self.path)
+        except ConfigError as exc:
+            raise KeySourceError(f"{self.name}: {exc.message}") from None
+        if data is None:
+            raise KeySourceError(f"{self.name}: No such file or directory")
         return _keys_of(self.name, data)
 
 
@@ -279,5 +283,15 @@ class KeySet:
 
 
 def ssl_context(ca_file: str | None) -> ssl.SSLContext | None:
-    return ssl.create_default_context(cafile=ca_file) if ca_file else None
+    """TLS for the JWKS and discovery URLs; a ``ca_file`` is a trust anchor, read as the
+    config file is (nobody but its owner could have written it)."""
+    if not ca_file:
+        return None
+    data = read_trusted(ca_file)
+    if data is None:
+        raise ConfigError("cannot read it (No such file or directory)", source=ca_file)
+    try:
+        return ssl.create_default_context(cadata=data.decode("ascii"))
+    except (ssl.SSLError, UnicodeDecodeError, ValueError):
+        raise ConfigError("not a PEM bundle of CA certificates", source=ca_file) from None
 

@@ -16,11 +16,11 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from keyhelper.configfile import parse_toml, read_trusted
 from keyhelper.errors import ConfigError
 
 ENV_VAR = "KEYHELPER_GATEWAY_CONFIG"
@@ -56,15 +56,13 @@ NUMBERS = {"leeway": 0, "jwks_ttl": 1, "jwks_min_refetch": 0, "token_cache_size"
 
 
 def from_file(path: str) -> Settings:
-    try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"cannot read it ({exc.strerror or type(exc).__name__})",
-                          source=path) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not valid TOML ({exc})", source=path) from None
-    return from_mapping(data, source=path)
+    """The settings in ``path``, a file nobody but its owner (you or root) could have
+    written, as keyhelper's own config file: whoever can write it chooses whose tokens the
+    gateway accepts."""
+    data = read_trusted(path)
+    if data is None:
+        raise ConfigError("cannot read it (No such file or directory)", source=path)
+    return from_mapping(parse_toml(data, path), source=path)
 
 
 def from_env(env: Mapping[str, str] = os.environ) -> Settings:

@@ -269,11 +269,15 @@ def form_browser() -> str:
 
 
 def test_open_browser_signs_in_detached_and_the_get_still_fails_fast(
-        oidc: Provider, write_config: object) -> None:
+        oidc: Provider, write_config: object, tmp_path: Path) -> None:
     write_config(config(oidc, extra="open_browser = true"))  # type: ignore[operator]
-    env = {"BROWSER": form_browser(), "SIGN_IN_USER": "erin"}
+    cwd_file = tmp_path / "browser-cwd"
+    env = {"BROWSER": form_browser(), "SIGN_IN_USER": "erin",
+           "BROWSER_CWD_FILE": str(cwd_file)}
+    checkout = tmp_path / "checkout"  # Claude Code runs us inside untrusted checkouts
+    checkout.mkdir()
     started = time.monotonic()
-    run = keyhelper("--profile", "work", env=env)
+    run = keyhelper("--profile", "work", env=env, cwd=str(checkout))
     assert time.monotonic() - started < 5
     assert (run.returncode, run.stdout) == (1, "")
     assert run.stderr.endswith(f"sso skipped: signed out of {oidc.issuer}: a browser window "
@@ -287,6 +291,32 @@ def test_open_browser_signs_in_detached_and_the_get_still_fails_fast(
     assert run.returncode == 0, run.stderr
     assert jwt.decode(run.stdout.strip(), options={"verify_signature": False})["sub"] == "erin"
     assert oidc.grants("authorization_code") == 1  # one browser sign-in for all the tries
+    # The detached sign-in ran outside the caller's checkout, as a background refresh does.
+    assert cwd_file.read_text() == "/"
+
+
+def test_a_token_dir_others_can_write_is_refused(oidc: Provider, write_config: object,
+                                                 tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    write_config(config(oidc, extra=f'token_dir = "{shared}"'))  # type: ignore[operator]
+    run = keyhelper("login", "--no-browser", "--profile", "work")
+    assert (run.returncode, run.stdout) == (1, "")
+    assert run.stderr.endswith(
+        f"sso: cannot keep the sign-in in {shared}: its mode is 777, not 700\n"), run.stderr
+    assert list(shared.iterdir()) == []
+    shared.chmod(0o700)
+    code, out, err = login_code()
+    assert (code, out) == (0, f"keyhelper: sso: signed in to {oidc.issuer} as alice\n"), err
+    assert [p.name for p in shared.iterdir() if not p.name.endswith(".lock")] != []
+
+
+def test_a_relative_token_dir_is_a_config_error(oidc: Provider, write_config: object) -> None:
+    write_config(config(oidc, extra='token_dir = "tokens"'))  # type: ignore[operator]
+    run = keyhelper("--profile", "work")
+    assert (run.returncode, run.stdout) == (2, "")
+    assert "token_dir: expected an absolute path (or one starting with ~)" in run.stderr
 
 
 def test_interactive_context_signs_in_in_the_foreground(oidc: Provider,

@@ -467,3 +467,57 @@ def test_settings_from_the_environment(tmp_path: Path) -> None:
             settings.source) == ((ISSUER,), (AUDIENCE, "b"), 5.0, "user", str(path))
     with pytest.raises(ConfigError, match="set KEYHELPER_GATEWAY_CONFIG"):
         gateway_settings.from_env({})
+
+
+# --- trust anchors: files nobody else may write ------------------------------------------
+
+def test_a_jwks_file_others_can_write_is_not_trusted(es256: Signer, tmp_path: Path) -> None:
+    """Whoever can write the JWKS file can add a key and sign any token: it is read as
+    keyhelper's own config file is (fails with a plain open())."""
+    path = write_jwks(tmp_path / "jwks.json", es256)
+    path.chmod(0o666)
+    with pytest.raises(NoKeys) as caught:
+        verifier_for({"jwks_file": str(path)})
+    assert str(caught.value) == (
+        f"keyhelper gateway: no signing keys, refusing to start: jwks_file {path}: writable "
+        f"by group or others (mode 666); run: chmod go-w {path}")
+    path.chmod(0o644)
+    assert verifier_for({"jwks_file": str(path)}).verify(es256.mint()).user_id == "alice"
+
+
+def test_a_jwks_file_in_a_directory_others_can_write_is_not_trusted(
+        es256: Signer, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    path = write_jwks(shared / "jwks.json", es256)
+    shared.chmod(0o777)
+    with pytest.raises(NoKeys, match=rf"^keyhelper gateway: no signing keys, refusing to "
+                                     rf"start: jwks_file {path}: directory {shared} is "
+                                     rf"writable by group or others \(mode 777\)"):
+        verifier_for({"jwks_file": str(path)})
+
+
+def test_a_settings_file_others_can_write_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(f'issuer = "{ISSUER}"\naudience = "{AUDIENCE}"\njwks_file = "j"\n')
+    path.chmod(0o664)
+    with pytest.raises(ConfigError) as caught:
+        gateway_settings.from_env({gateway_settings.ENV_VAR: str(path)})
+    assert caught.value.describe() == (
+        f"config error: {path}: writable by group or others (mode 664); run: chmod go-w {path}")
+    path.chmod(0o644)
+    assert gateway_settings.from_env({gateway_settings.ENV_VAR: str(path)}).issuer == (ISSUER,)
+    with pytest.raises(ConfigError) as caught:
+        gateway_settings.from_env({gateway_settings.ENV_VAR: str(tmp_path / "none.toml")})
+    assert caught.value.describe() == (
+        f"config error: {tmp_path}/none.toml: cannot read it (No such file or directory)")
+
+
+def test_a_ca_file_others_can_write_is_refused(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(TestCA("keyhelper gateway test CA").pem)
+    ca.chmod(0o646)
+    with pytest.raises(ConfigError) as caught:
+        verifier_for({"jwks_url": "https://127.0.0.1:9/jwks"}, ca_file=str(ca))
+    assert caught.value.describe() == (
+        f"config error: {ca}: writable by group or others (mode 646); run: chmod go-w {ca}")
