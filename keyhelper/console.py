@@ -4,17 +4,19 @@ hands over.
 ``keyhelper [selection options]`` is answered here from the cache when possible; a miss
 goes to the core without click; every other command goes to the click CLI.
 
-keyhelper/launcher.py runs this without ``site`` (``python -I -S``): the hit needs only the
-standard library, and :func:`load_site` brings in site-packages before anything else runs.
+keyhelper/launcher.py runs this without ``site`` (``python -I -S``, :func:`launch`): the hit
+needs only the standard library, and :func:`load_site` brings in site-packages before anything
+else runs.
 """
 
-import os
 import sys
 
+from keyhelper.base import oslite
 from keyhelper.base.files import parse_get_args
 from keyhelper.cachepolicy import try_hit, wait_turn
 
 COMPLETE_VAR = "_KEYHELPER_COMPLETE"  # click's shell completion: always the CLI's business
+SCRIPT_NAME = "keyhelper"
 
 
 def load_site() -> None:
@@ -27,7 +29,8 @@ def load_site() -> None:
 
 def main(site_loaded: bool = True) -> None:
     selection = parse_get_args(sys.argv[1:])
-    if selection is None or COMPLETE_VAR in os.environ:
+    env = oslite.environ()  # os.environ without os (what a hit needs: keyhelper.base.oslite)
+    if selection is None or COMPLETE_VAR in env:
         if not site_loaded:
             load_site()
         from keyhelper.cli import main as cli_main
@@ -35,16 +38,15 @@ def main(site_loaded: bool = True) -> None:
         cli_main()
         return
     # -v is a person diagnosing: the full path says what it does, hit or miss.
-    if not (selection.no_cache or selection.verbose) and os.environ.get(
-            "KEYHELPER_NO_CACHE") != "1":
+    if not (selection.no_cache or selection.verbose) and env.get("KEYHELPER_NO_CACHE") != "1":
         if selection.shape:  # a hook's JSON (keyhelper.base.shapes)
             from keyhelper.base.shapes import serve
 
-            key = serve(selection, os.environ, sys.argv[1:], try_hit)
+            key = serve(selection, env, sys.argv[1:], try_hit)
         else:
-            key = try_hit(selection, os.environ, sys.argv[1:])
+            key = try_hit(selection, env, sys.argv[1:])
             if key is None:
-                key = wait_turn(selection, os.environ, sys.argv[1:])
+                key = wait_turn(selection, env, sys.argv[1:])
         if key is not None:
             sys.stdout.write(key + "\n")
             sys.stdout.flush()
@@ -58,6 +60,14 @@ def main(site_loaded: bool = True) -> None:
     from keyhelper.app import run_get
 
     sys.exit(run_get(selection))
+
+
+def launch(site_loaded: bool) -> None:
+    """What keyhelper/launcher.py runs, its own site-packages last on ``sys.path`` (else
+    with ``site``)."""
+    # Messages and `keyhelper setup` name the console script, not the launcher.
+    sys.argv[0] = oslite.join(oslite.dirname(sys.executable), SCRIPT_NAME)
+    main(site_loaded=site_loaded)
 
 
 if __name__ == "__main__":

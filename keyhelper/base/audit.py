@@ -23,7 +23,7 @@ are used. The lock file and the rotated names get the same checks; a refusal is 
 import os
 import time
 
-from keyhelper.base import files
+from keyhelper.base import files, oslite
 from keyhelper.base.records import fingerprint
 
 TYPE_CHECKING = False
@@ -140,7 +140,7 @@ class NotRotated(OSError):
 
 
 def _dir_problem(st: "os.stat_result") -> str | None:
-    if not files._is_dir(st.st_mode):
+    if not oslite.is_dir(st.st_mode):
         return "is not a directory"
     if not files._POSIX:
         return None

@@ -10,11 +10,13 @@ reads /proc (proc_linux), macOS asks sysctl (proc_macos), Windows the process AP
 (proc_windows). The rules are the same everywhere: any failure, a loop, more than
 MAX_DEPTH steps, or a parent started after its child (its pid was reused) give no identity,
 and keyhelper falls back to the plain TTL; never a wrong identity (that would refetch).
-Imports only ``os`` and ``sys`` until the environment check: this runs on the cache-hit path.
+Imports only ``sys`` and keyhelper.base.oslite until the environment check: this runs on
+the cache-hit path.
 """
 
-import os
 import sys
+
+from keyhelper.base import oslite
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -76,4 +78,4 @@ def caller_id(env: "Mapping[str, str]") -> str | None:
     if found is None:
         return None
     lookup, skip = found
-    return walk(lookup, os.getpid(), skip)
+    return walk(lookup, oslite.native.getpid(), skip)

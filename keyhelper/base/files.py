@@ -15,25 +15,28 @@ Checks are made with fstat on the descriptor that is read, never on the path bef
 open, so nothing can be swapped between check and use; nothing blocks on a FIFO.
 """
 
-import os
 import sys
+
+from keyhelper.base import oslite
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+    from os import stat_result
     from typing import Literal
 
     Privacy = Literal["always", "own", "never"]
 
+native = oslite.native  # os's calls, without os
 MAX_FILE_BYTES = 65536
 MISSING = "does not exist"
 MAX_SYMLINKS = 8
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_NOFOLLOW = getattr(native, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(native, "O_NONBLOCK", 0)
 # Windows opens in text mode by default: "\n" written as "\r\n", Ctrl-Z read as the end.
-_BINARY = getattr(os, "O_BINARY", 0)
-_POSIX = os.name == "posix"
-_DIR_FD = os.open in getattr(os, "supports_dir_fd", set())
+_BINARY = getattr(native, "O_BINARY", 0)
+_POSIX = oslite.POSIX
+_DIR_FD = oslite.DIR_FD
 
 
 
@@ -107,14 +110,14 @@ APP = "keyhelper"
 # The administrator's policy (keyhelper/policy.py): a fixed place, never from the environment.
 if sys.platform == "darwin":
     POLICY_PATH = "/Library/Application Support/keyhelper/policy.toml"
-elif os.name == "nt":
+elif not oslite.POSIX:
     POLICY_PATH = "C:\\ProgramData\\keyhelper\\policy.toml"
 else:
     POLICY_PATH = "/etc/keyhelper/policy.toml"
 
 
 def home() -> str:
-    return os.path.expanduser("~")
+    return oslite.expanduser("~")
 
 
 def config_path(selection: "Selection", env: "Mapping[str, str]") -> tuple[str, bool]:
@@ -124,58 +127,58 @@ def config_path(selection: "Selection", env: "Mapping[str, str]") -> tuple[str, 
     else ~/.config/keyhelper/config.toml (on Windows %APPDATA%\\keyhelper\\config.toml).
     """
     if selection.config:
-        return os.path.abspath(os.path.expanduser(selection.config)), True
+        return oslite.abspath(oslite.expanduser(selection.config)), True
     if env.get("KEYHELPER_CONFIG"):
-        return os.path.abspath(os.path.expanduser(env["KEYHELPER_CONFIG"])), True
+        return oslite.abspath(oslite.expanduser(env["KEYHELPER_CONFIG"])), True
     if _absolute(env, "XDG_CONFIG_HOME"):
         base = env["XDG_CONFIG_HOME"]
-    elif os.name == "nt" and _absolute(env, "APPDATA"):
+    elif not oslite.POSIX and _absolute(env, "APPDATA"):
         base = env["APPDATA"]
     else:
-        base = os.path.join(home(), ".config")
-    return os.path.join(base, APP, "config.toml"), False
+        base = oslite.join(home(), ".config")
+    return oslite.join(base, APP, "config.toml"), False
 
 
 def cache_dir(env: "Mapping[str, str]") -> str:
     """$KEYHELPER_CACHE_DIR, else $XDG_RUNTIME_DIR/keyhelper (Linux: per-user tmpfs),
     else $XDG_CACHE_HOME/keyhelper, else the platform's user cache directory."""
     if env.get("KEYHELPER_CACHE_DIR"):
-        return os.path.abspath(env["KEYHELPER_CACHE_DIR"])
+        return oslite.abspath(env["KEYHELPER_CACHE_DIR"])
     for var in ("XDG_RUNTIME_DIR", "XDG_CACHE_HOME"):
         if _absolute(env, var):
-            return os.path.join(env[var], APP)
+            return oslite.join(env[var], APP)
     if sys.platform == "darwin":
-        return os.path.join(home(), "Library", "Caches", APP)
-    if os.name == "nt" and _absolute(env, "LOCALAPPDATA"):
-        return os.path.join(env["LOCALAPPDATA"], APP, "cache")
-    return os.path.join(home(), ".cache", APP)
+        return oslite.join(home(), "Library", "Caches", APP)
+    if not oslite.POSIX and _absolute(env, "LOCALAPPDATA"):
+        return oslite.join(env["LOCALAPPDATA"], APP, "cache")
+    return oslite.join(home(), ".cache", APP)
 
 
 def _absolute(env: "Mapping[str, str]", var: str) -> bool:
     """Whether $var is set to an absolute path. The XDG base directory spec: a relative
     path "should be considered invalid and ignored" (it would mean the caller's cwd, such
     as a cloned project)."""
-    return os.path.isabs(env.get(var) or "")
+    return oslite.isabs(env.get(var) or "")
 
 
 def venv_site_packages(executable: str) -> str | None:
     """The site-packages of the virtualenv ``executable`` belongs to (None outside one),
     for the running Python version: a venv upgraded to another Python has another one.
     keyhelper/launcher.py holds a copy (it runs before keyhelper can be imported)."""
-    venv = os.path.dirname(os.path.dirname(executable))
-    if not os.path.isfile(os.path.join(venv, "pyvenv.cfg")):
+    venv = oslite.dirname(oslite.dirname(executable))
+    if not oslite.isfile(oslite.join(venv, "pyvenv.cfg")):
         return None
-    if os.name == "nt":
-        return os.path.join(venv, "Lib", "site-packages")
+    if not oslite.POSIX:
+        return oslite.join(venv, "Lib", "site-packages")
     version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
-    return os.path.join(venv, "lib", version, "site-packages")
+    return oslite.join(venv, "lib", version, "site-packages")
 
 
 def file_identity(path: str) -> str:
     """Changes whenever the file is edited or replaced, or its owner or mode changes (a
     config made unsafe is then a miss, and the full path refuses it), without reading it."""
     try:
-        st = os.stat(path)
+        st = native.stat(path)
     except OSError:
         return "absent"
     return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_mode}:{st.st_uid}"
@@ -186,22 +189,18 @@ def file_identity(path: str) -> str:
 def safe_dir(path: str) -> str | None:
     """Why ``path`` may not hold keys (a symlink, another owner, open to others), or None."""
     try:
-        st = os.lstat(path)
+        st = native.lstat(path)
     except FileNotFoundError:
         return "missing"
     except OSError as exc:
         return f"cannot inspect it ({exc.strerror})"
-    if not _is_dir(st.st_mode):
+    if not oslite.is_dir(st.st_mode):
         return "it is a symlink or not a directory"
-    if _POSIX and st.st_uid != os.getuid():
+    if _POSIX and st.st_uid != native.getuid():
         return "it is owned by another user"
     if _POSIX and st.st_mode & 0o077:
         return f"its mode is {st.st_mode & 0o777:o}, not 700"
     return None
-
-
-def _is_dir(mode: int) -> bool:
-    return (mode & 0o170000) == 0o040000
 
 
 def read_file_private(path: str, dir_fd: int | None = None) -> bytes | None:
@@ -213,19 +212,19 @@ def read_file_private(path: str, dir_fd: int | None = None) -> bytes | None:
     link) was not made by keyhelper.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _BINARY,
+        fd = native.open(path, native.O_RDONLY | _NOFOLLOW | _NONBLOCK | _BINARY,
                      dir_fd=dir_fd)
     except OSError:
         return None
     try:
-        st = os.fstat(fd)
+        st = native.fstat(fd)
         if (st.st_mode & 0o170000) != 0o100000:
             return None
-        if _POSIX and (st.st_uid != os.getuid() or st.st_mode & 0o077 or st.st_nlink != 1):
+        if _POSIX and (st.st_uid != native.getuid() or st.st_mode & 0o077 or st.st_nlink != 1):
             return None
-        return os.read(fd, MAX_FILE_BYTES)
+        return native.read(fd, MAX_FILE_BYTES)
     finally:
-        os.close(fd)
+        native.close(fd)
 
 
 def open_private_dir(path: str) -> int | None:
@@ -235,14 +234,15 @@ def open_private_dir(path: str) -> int | None:
     (no window to swap it for a symlink between the check and the open). None when unsafe,
     or where the OS cannot open directories (Windows: then ``safe_dir`` alone guards).
     """
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
+    flags = native.O_RDONLY | getattr(native, "O_DIRECTORY", 0) | _NOFOLLOW
     try:
-        fd = os.open(path, flags)
+        fd = native.open(path, flags)
     except OSError:
         return None
-    st = os.fstat(fd)
-    if not _is_dir(st.st_mode) or (_POSIX and (st.st_uid != os.getuid() or st.st_mode & 0o077)):
-        os.close(fd)
+    st = native.fstat(fd)
+    if not oslite.is_dir(st.st_mode) or (
+            _POSIX and (st.st_uid != native.getuid() or st.st_mode & 0o077)):
+        native.close(fd)
         return None
     return fd
 
@@ -253,14 +253,14 @@ def read_private_files(directory: str, names: "Sequence[str]") -> list[bytes | N
     if not _DIR_FD:
         if safe_dir(directory) is not None:
             return [None] * len(names)
-        return [read_file_private(os.path.join(directory, name)) for name in names]
+        return [read_file_private(oslite.join(directory, name)) for name in names]
     dir_fd = open_private_dir(directory)
     if dir_fd is None:
         return [None] * len(names)
     try:
         return [read_file_private(name, dir_fd=dir_fd) for name in names]
     finally:
-        os.close(dir_fd)
+        native.close(dir_fd)
 
 
 def read_in_private_dir(directory: str, name: str) -> bytes | None:
@@ -285,43 +285,43 @@ def read_user_file(path: str, private: "Privacy" = "always") -> tuple[bytes | No
     if fd is None:
         return None, why
     try:
-        st = os.fstat(fd)
+        st = native.fstat(fd)
         why = _user_file_problem(st, path, private)
         return (None, why) if why else (_read_all(fd), "")
     finally:
-        os.close(fd)
+        native.close(fd)
 
 
 def _open_user_file(path: str) -> tuple[int | None, str]:
-    flags = os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _BINARY | getattr(os, "O_NOCTTY", 0)
+    flags = native.O_RDONLY | _NOFOLLOW | _NONBLOCK | _BINARY | getattr(native, "O_NOCTTY", 0)
     for _ in range(MAX_SYMLINKS + 1):
         try:
-            return os.open(path, flags), ""
+            return native.open(path, flags), ""
         except FileNotFoundError:
             return None, MISSING
         except OSError as exc:
             try:
-                st = os.lstat(path)
+                st = native.lstat(path)
                 if (st.st_mode & 0o170000) != 0o120000:
                     return None, f"cannot be opened ({exc.strerror})"
-                if _POSIX and st.st_uid not in (os.getuid(), 0):
+                if _POSIX and st.st_uid not in (native.getuid(), 0):
                     return None, "is a symlink owned by another user"
-                target = os.readlink(path)
-                again = os.lstat(path)  # the link read is the link checked (links never change)
+                target = native.readlink(path)
+                again = native.lstat(path)  # the link read is the link checked (links never change)
             except OSError as err:
                 return None, f"cannot be opened ({err.strerror})"
             if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino):
                 return None, "changed while it was read"
-            path = os.path.join(os.path.dirname(path), target)
+            path = oslite.join(oslite.dirname(path), target)
     return None, "cannot be opened (too many levels of symbolic links)"
 
 
-def _user_file_problem(st: "os.stat_result", path: str, private: "Privacy") -> str:
+def _user_file_problem(st: "stat_result", path: str, private: "Privacy") -> str:
     if (st.st_mode & 0o170000) != 0o100000:
         return "is not a regular file"
     if not _POSIX:
         return ""
-    mine = st.st_uid == os.getuid()
+    mine = st.st_uid == native.getuid()
     if not mine and st.st_uid != 0:
         return "is owned by another user"
     if st.st_nlink != 1:
@@ -344,7 +344,7 @@ def _read_all(fd: int) -> bytes:
     chunks = []
     size = 0
     while size <= MAX_FILE_BYTES:
-        chunk = os.read(fd, MAX_FILE_BYTES + 1 - size)
+        chunk = native.read(fd, MAX_FILE_BYTES + 1 - size)
         if not chunk:
             break
         chunks.append(chunk)
@@ -356,30 +356,31 @@ def write_private(path: str, data: bytes, *, durable: bool = True) -> None:
     """Write ``data`` to ``path`` atomically as a 0600 file, whatever the umask: a new temp
     file beside it (``O_EXCL``, never following a link), fsynced when ``durable``, renamed
     over ``path``. A reader sees the old file or the new one, never half of one."""
-    directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _BINARY, 0o600)
+    directory, name = oslite.split(path)
+    tmp = oslite.join(directory, f".{name}.{native.getpid()}.{native.urandom(6).hex()}.tmp")
+    flags = native.O_WRONLY | native.O_CREAT | native.O_EXCL | _NOFOLLOW | _BINARY
+    fd = native.open(tmp, flags, 0o600)
     try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o600)
+        if hasattr(native, "fchmod"):
+            native.fchmod(fd, 0o600)
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[native.write(fd, view):]
         if durable:
-            os.fsync(fd)
-        os.close(fd)
+            native.fsync(fd)
+        native.close(fd)
         fd = -1
-        os.replace(tmp, path)
+        native.replace(tmp, path)
     except BaseException:
         if fd >= 0:
-            os.close(fd)
+            native.close(fd)
         _unlink_quietly(tmp)
         raise
 
 
 def _unlink_quietly(path: str) -> None:
     try:
-        os.unlink(path)
+        native.unlink(path)
     except OSError:
         pass
 
@@ -388,11 +389,11 @@ def make_private_dirs(path: str) -> None:
     """Create ``path`` and each missing parent 0700: os.makedirs gives its mode to the last
     directory only, the parents get the umask's (0777 under umask 000)."""
     missing = []
-    while not os.path.lexists(path) and os.path.dirname(path) != path:
+    while not oslite.lexists(path) and oslite.dirname(path) != path:
         missing.append(path)
-        path = os.path.dirname(path)
+        path = oslite.dirname(path)
     for directory in reversed(missing):
         try:
-            os.mkdir(directory, 0o700)
+            native.mkdir(directory, 0o700)
         except FileExistsError:  # another process made it first
             pass

@@ -8,8 +8,9 @@ there: keyhelper.base.spawn).
 
 from __future__ import annotations
 
-import os
 import time
+
+from keyhelper.base.oslite import POSIX, native
 
 try:
     import fcntl
@@ -33,7 +34,7 @@ def try_lock(fd: int) -> bool:
 
     try:  # pragma: no cover - Windows
         # msvcrt.locking locks from the current position: always byte 0, wherever it is.
-        os.lseek(fd, 0, os.SEEK_SET)
+        native.lseek(fd, 0, 0)  # SEEK_SET
         msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined,unused-ignore]
     except OSError:  # pragma: no cover - Windows
         return False
@@ -57,7 +58,7 @@ def unlock(fd: int) -> None:
     else:  # pragma: no cover - Windows
         import msvcrt
 
-        os.lseek(fd, 0, os.SEEK_SET)
+        native.lseek(fd, 0, 0)  # SEEK_SET
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined,unused-ignore]
 
 
@@ -65,24 +66,24 @@ def open_lock(path: str) -> tuple[int | None, str]:
     """(descriptor, "") on the lock file ``path``, created 0600 if missing; (None, why not)
     when it is unusable: a symlink or directory in its place, a FIFO or device (opened
     without blocking), or another user's file (they could hold it forever)."""
-    flags = (os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-             | getattr(os, "O_NONBLOCK", 0))
+    flags = (native.O_RDWR | native.O_CREAT | getattr(native, "O_NOFOLLOW", 0)
+             | getattr(native, "O_NONBLOCK", 0))
     try:
-        fd = os.open(path, flags, 0o600)
+        fd = native.open(path, flags, 0o600)
     except OSError as exc:
         return None, exc.strerror or type(exc).__name__
     try:
-        st = os.fstat(fd)
+        st = native.fstat(fd)
     except OSError as exc:
-        os.close(fd)
+        native.close(fd)
         return None, exc.strerror or type(exc).__name__
     if (st.st_mode & 0o170000) != 0o100000:
         why = "not a regular file"
-    elif os.name == "posix" and st.st_uid != os.getuid():
+    elif POSIX and st.st_uid != native.getuid():
         why = "owned by another user"
     else:
         return fd, ""
-    os.close(fd)
+    native.close(fd)
     return None, why
 
 
@@ -99,10 +100,10 @@ def _private(fd: int) -> bool:
     """Whether the lock file may carry an announcement: one name (a hard link would make the
     write land in another file too) and 0600 at most (open_lock checked the owner)."""
     try:
-        st = os.fstat(fd)
+        st = native.fstat(fd)
     except OSError:
         return False
-    return st.st_nlink == 1 and (os.name != "posix" or not st.st_mode & 0o077)
+    return st.st_nlink == 1 and (not POSIX or not st.st_mode & 0o077)
 
 
 def announce(fd: int, until: float) -> None:
@@ -114,8 +115,8 @@ def announce(fd: int, until: float) -> None:
         return
     data = dump(LOCK_FORMAT, [("until", repr(until))])
     try:
-        os.pwrite(fd, data, 0)
-        os.ftruncate(fd, len(data))
+        native.pwrite(fd, data, 0)
+        native.ftruncate(fd, len(data))
     except (OSError, AttributeError):  # pragma: no cover - Windows (no pwrite): not waited for
         pass
 
@@ -127,7 +128,7 @@ def announced(fd: int) -> float | None:
     if not _private(fd):
         return None
     try:
-        data = os.pread(fd, 128, 0)
+        data = native.pread(fd, 128, 0)
     except (OSError, AttributeError):  # pragma: no cover - Windows
         return None
     table = load_unique(LOCK_FORMAT, data, ("until",))
@@ -161,4 +162,4 @@ def release_handed() -> None:
         try:
             unlock(fd)
         finally:
-            os.close(fd)
+            native.close(fd)

@@ -8,8 +8,7 @@ one line and a record is ASCII whatever names or messages it holds. Reading is s
 anything off is ``None``, and a damaged record counts as absent.
 """
 
-import os
-
+from keyhelper.base import oslite
 from keyhelper.base.files import (
     MISSING,
     POLICY_PATH,
@@ -199,7 +198,7 @@ def sendable(key: str) -> bool:
 
 
 def entry_path(directory: str, key: str) -> str:
-    return os.path.join(directory, key + ".entry")
+    return oslite.join(directory, key + ".entry")
 
 
 def read_entry(directory: str, key: str) -> "Entry | None":
@@ -236,7 +235,7 @@ NEXT = ""  # a step that found nothing: go on (the backend would have skipped)
 
 
 def route_path(directory: str, key: str) -> str:
-    return os.path.join(directory, key + ".route")
+    return oslite.join(directory, key + ".route")
 
 
 def serialize_route(steps: "Sequence[tuple[str, str]]") -> bytes:
@@ -252,7 +251,7 @@ def parse_route(data: bytes) -> list[tuple[str, str]] | None:
 
 def key_file_line(path: str) -> str | None:
     """As the file backend reads it: NEXT if missing, None on anything it would refuse."""
-    data, why = read_user_file(os.path.expanduser(path))
+    data, why = read_user_file(oslite.expanduser(path))
     if data is None:
         return NEXT if why == MISSING else None
     try:
@@ -285,7 +284,7 @@ MARKER_FORMAT = "keyhelper-served 1"
 
 
 def marker_path(directory: str, key: str, caller: str) -> str:
-    return os.path.join(directory, f"{key}.{caller}.served")
+    return oslite.join(directory, f"{key}.{caller}.served")
 
 
 def read_marker(path: str) -> tuple[float, float] | None:

@@ -13,7 +13,6 @@ The cached key of an AWS profile is the compact credential document itself
 (:func:`aws_key`), so the cache entry's format is the same for every shape.
 """
 
-from keyhelper.base import jsontext
 from keyhelper.base.files import (
     POLICY_PATH,
     SHAPE_COMMANDS,
@@ -27,8 +26,9 @@ from keyhelper.base.records import digest, dump, load
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
+    Value = str | Iterable[tuple[str, "Value"]]
     Hit = Callable[[Selection, Mapping[str, str], Sequence[str], str], "str | None"]
 
 HEADERS, AWS, DESKTOP = "headers", "aws-credentials", "desktop"
@@ -126,6 +126,45 @@ def marker_context(env: "Mapping[str, str]") -> str:
     return ".mcp-" + digest(name.encode("utf-8", "surrogateescape").hex())[:16]
 
 
+# --- JSON text without json ---------------------------------------------------------------
+# The json module costs 8 ms to import (mostly re). json_string writes exactly what
+# json.dumps(text) writes (ASCII, the same escapes), json_obj a flat or nested object of
+# strings as json.dumps(obj, separators=(",", ":")); tests/base/test_jsontext.py holds both
+# to the json module with hypothesis. Here rather than in a module of its own: one module
+# fewer to import on every shape's hit.
+
+_SHORT = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+          "\t": "\\t"}
+
+
+def _escape(ch: str) -> str:
+    short = _SHORT.get(ch)
+    if short is not None:
+        return short
+    n = ord(ch)
+    if n < 0x10000:
+        return f"\\u{n:04x}"
+    n -= 0x10000  # a surrogate pair, as JSON writes a character beyond the BMP
+    return f"\\u{0xD800 | (n >> 10):04x}\\u{0xDC00 | (n & 0x3FF):04x}"
+
+
+def json_string(text: str) -> str:
+    """``text`` as a JSON string literal: printable ASCII as is, all else escaped."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return '"' + text + '"'  # the common case (keys, header names), without a loop
+    return '"' + "".join(ch if " " <= ch <= "~" and ch not in '"\\' else _escape(ch)
+                         for ch in text) + '"'
+
+
+def json_obj(pairs: "Iterable[tuple[str, Value]]") -> str:
+    """An object of string (or nested object) values, compact, in the order given."""
+    parts = []
+    for name, value in pairs:
+        parts.append(json_string(name) + ":" + (json_string(value) if isinstance(value, str)
+                                                     else json_obj(value)))
+    return "{" + ",".join(parts) + "}"
+
+
 # --- rendering ---------------------------------------------------------------------------
 
 def header_values(pairs: "Sequence[tuple[str, str]]", key: str) -> list[tuple[str, str]]:
@@ -142,13 +181,13 @@ def render(shape: str, key: str, shapes: Shapes, profile: str | None) -> str | N
     if pairs is None:
         return None
     if shape == HEADERS:
-        return jsontext.obj(header_values(pairs, key))
-    return jsontext.obj([("token", key), ("headers", header_values(pairs, key))])
+        return json_obj(header_values(pairs, key))
+    return json_obj([("token", key), ("headers", header_values(pairs, key))])
 
 
 def aws_key(fields: "Mapping[str, str]") -> str:
     """The compact credential document that is an AWS profile's cached key."""
-    return jsontext.obj([("Credentials", [(name, fields[name]) for name in AWS_FIELDS
+    return json_obj([("Credentials", [(name, fields[name]) for name in AWS_FIELDS
                                           if fields.get(name)])])
 
 

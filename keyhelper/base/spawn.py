@@ -20,9 +20,9 @@ way, and the child takes the lock itself (``--take-lock``). Elsewhere (no posix_
 there is no background refresh: the entry ends and the next call fetches.
 """
 
-import os
 import sys
 
+from keyhelper.base import oslite
 from keyhelper.base.lock import open_lock, try_lock, unlock
 
 TYPE_CHECKING = False
@@ -49,13 +49,13 @@ def absolute(argv: "Sequence[str]", env: "Mapping[str, str]") -> tuple[list[str]
     out = list(argv)
     for i, arg in enumerate(out):
         if arg in ("--config", "-c") and i + 1 < len(out):
-            out[i + 1] = os.path.abspath(os.path.expanduser(out[i + 1]))
+            out[i + 1] = oslite.abspath(oslite.expanduser(out[i + 1]))
         elif arg.startswith("--config="):
-            out[i] = "--config=" + os.path.abspath(os.path.expanduser(arg[len("--config="):]))
+            out[i] = "--config=" + oslite.abspath(oslite.expanduser(arg[len("--config="):]))
     child_env = dict(env)
     for name in ("KEYHELPER_CONFIG", "KEYHELPER_CACHE_DIR"):
         if child_env.get(name):
-            child_env[name] = os.path.abspath(os.path.expanduser(child_env[name]))
+            child_env[name] = oslite.abspath(oslite.expanduser(child_env[name]))
     return out, child_env
 
 
@@ -63,30 +63,31 @@ def spawn_refresh(directory: str, key: str, stored: float, argv: "Sequence[str]"
     """Start a background refresh unless one is under way. Never raises; True if started."""
     if sys.platform == "win32":
         return _spawn_windows(directory, key, stored, argv)
-    if not hasattr(os, "posix_spawn"):
+    native = oslite.native
+    if not hasattr(native, "posix_spawn"):
         return False
-    fd, _ = open_lock(os.path.join(directory, key + ".lock"))
+    fd, _ = open_lock(oslite.join(directory, key + ".lock"))
     if fd is None:  # another user's lock (or a FIFO) would hold refreshes back
         return False
     try:
         if not try_lock(fd):  # another process is fetching already
             return False
-        devnull = os.devnull
+        devnull = "/dev/null"  # os.devnull on POSIX
         actions = [
-            (os.POSIX_SPAWN_OPEN, 0, devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, devnull, os.O_WRONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 2, devnull, os.O_WRONLY, 0),
-            (os.POSIX_SPAWN_DUP2, fd, LOCK_FD),
+            (native.POSIX_SPAWN_OPEN, 0, devnull, native.O_RDONLY, 0),
+            (native.POSIX_SPAWN_OPEN, 1, devnull, native.O_WRONLY, 0),
+            (native.POSIX_SPAWN_OPEN, 2, devnull, native.O_WRONLY, 0),
+            (native.POSIX_SPAWN_DUP2, fd, LOCK_FD),
         ]
-        child_argv, child_env = absolute(argv, os.environ)
+        child_argv, child_env = absolute(argv, oslite.environ())
         args = [sys.executable, *CHILD_FLAGS, "-m", CHILD_MODULE, repr(stored),
                 "--", *child_argv]
-        os.posix_spawn(sys.executable, args, child_env, file_actions=actions, setsid=True)
+        native.posix_spawn(sys.executable, args, child_env, file_actions=actions, setsid=True)
         return True
     except OSError:
         return False
     finally:
-        os.close(fd)  # the child's copy keeps the lock
+        native.close(fd)  # the child's copy keeps the lock
 
 
 def quote_windows(args: "Sequence[str]") -> str:
@@ -124,6 +125,7 @@ def _spawn_windows(directory: str, key: str, stored: float,
                    argv: "Sequence[str]") -> bool:  # pragma: no cover - Windows (wine tests)
     if sys.platform != "win32":  # for mypy: what follows is Windows-only
         return False
+    import os  # not the hit's own path: once per refresh
     fd, _ = open_lock(os.path.join(directory, key + ".lock"))
     if fd is None:
         return False

@@ -27,9 +27,9 @@ calls the chain (a callable given in) only when these rules say so. ``CachedFetc
 in keyhelper/cachepolicy/fetcher.py, beside these rules, so that a hit does not load it.
 """
 
-import os
 import time
 
+from keyhelper.base import oslite
 from keyhelper.base.files import cache_dir, make_private_dirs, read_private_files, safe_dir
 from keyhelper.base.records import (
     NEXT,
@@ -227,7 +227,7 @@ def wait_turn(selection: "Selection", env: "Mapping[str, str]",
             return None
     if safe_dir(directory) is not None:
         return None  # the full path says what is wrong with it
-    path = os.path.join(directory, entry_key(selection, env) + ".lock")
+    path = oslite.join(directory, entry_key(selection, env) + ".lock")
     fd, _ = open_lock(path)
     if fd is None:
         return None
@@ -256,4 +256,4 @@ def wait_turn(selection: "Selection", env: "Mapping[str, str]",
                 finally:
                     unlock(fd)
     finally:
-        os.close(fd)
+        oslite.native.close(fd)

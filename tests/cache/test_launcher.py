@@ -8,22 +8,26 @@ A regular pip install in a venv of its own (tests/support/regular_install.py), b
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from cache_entry import entry_path, wait_for_refresh_lock
 from countingcmd import counting_command
 from helpers import Run
 from hit_path import FORBIDDEN
 from regular_install import ROOT, Install, make_install
 
+from keyhelper.base import records as kentry
+
 # What a hit through the launcher imports beyond `python -I -S -c pass`: keyhelper's lean
-# path and `os` (which `site` would have imported anyway).
-LEAN = {"keyhelper", "keyhelper.console", "keyhelper.cachepolicy", "os", "posixpath",
-        "genericpath", "stat", "_stat", "_collections_abc", "_sha256", "_sha2"}
+# path and the sha256 primitive; not even `os` (keyhelper.base.oslite: posix or nt).
+LEAN = {"keyhelper", "keyhelper.console", "keyhelper.cachepolicy", "_sha256", "_sha2"}
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +77,11 @@ def test_a_hit_through_the_launcher_runs_without_site(regular: Install, write_co
     assert "site" not in extra
     assert not extra & FORBIDDEN, sorted(extra & FORBIDDEN)
     assert {m for m in extra if not m.startswith("keyhelper.base")} <= LEAN, sorted(extra)
+    # Each module costs the import system ~0.2-0.3 ms here: the plain hit's bottom layer is
+    # these four (docs/performance.md#the-site-less-launcher).
+    assert {m for m in extra if m.startswith("keyhelper.base")} == {
+        "keyhelper.base", "keyhelper.base.oslite", "keyhelper.base.files",
+        "keyhelper.base.records"}, sorted(extra)
     # Claude Code runs the helper through sh -c: the written command, as written.
     helper = shlex.join(regular.lean("-b", "vault"))
     shell = run(["sh", "-c", helper])
@@ -134,13 +143,43 @@ def test_an_uninstalled_launcher_fails_without_a_key(regular: Install, tmp_path:
     assert len(result.stderr.splitlines()) == 1 and "can't open file" in result.stderr
 
 
-@pytest.mark.parametrize("venv", [True, False])
-def test_the_launcher_and_setup_agree_on_the_layout(tmp_path: Path, venv: bool) -> None:
-    from keyhelper import launcher
+def test_the_launcher_and_setup_agree_on_the_layout(regular: Install, tmp_path: Path) -> None:
+    """Setup writes the launcher where keyhelper.base.files.venv_site_packages says (the
+    launcher's own copy of that rule trusts it: no site on a hit, above); outside a venv
+    there is no such place."""
     from keyhelper.base.files import venv_site_packages
 
-    if venv:
-        (tmp_path / "pyvenv.cfg").write_text("home = /usr/bin\n")
-    python = str(tmp_path / "bin" / "python")
-    assert launcher.venv_site_packages(python) == venv_site_packages(python)
-    assert (venv_site_packages(python) is None) == (not venv)
+    assert venv_site_packages(regular.python) == str(regular.site_packages)
+    assert regular.launcher.parent.parent == regular.site_packages
+    assert venv_site_packages(str(tmp_path / "bin" / "python")) is None
+
+
+def test_a_hit_for_claude_code_through_the_launcher_stays_without_os(
+        regular: Install, write_config, tmp_path: Path, cache_dir: Path) -> None:
+    """Under Claude Code the hit also walks to its caller and writes a served marker, and in
+    the refresh-ahead window it starts the refresh child: still no `os`, no site."""
+    source = counting_command(tmp_path)
+    write_config('chain = ["vault"]\n' + source.toml("vault"))
+    first = run(regular.lean())
+    assert (first.returncode, first.stdout, source.calls) == (0, source.key + "\n", 1)
+    entry = kentry.parse_entry(entry_path().read_bytes())
+    assert entry is not None
+    entry.refresh = time.time() - 1  # in the refresh-ahead window
+    entry_path().write_bytes(entry.serialize())
+    _, baseline = imported(regular.python, ["-c", "pass"])
+    claude = {"AI_AGENT": "claude-code_2.1.332_harness", "CLAUDE_CODE_ENTRYPOINT": "cli"}
+    argv = [regular.python, "-X", "importtime", "-I", "-S", str(regular.launcher)]
+    # Through a parent of its own, as Claude Code's shell: a caller the walk can name.
+    proc = subprocess.run([sys.executable, "-S", "-c",
+                           "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))",
+                           *argv], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=60, check=False, env={**os.environ, **claude})
+    assert (proc.returncode, proc.stdout) == (0, source.key + "\n")
+    names = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()
+             if line.startswith("import time:") and line.count("|") == 2} - baseline
+    assert {"keyhelper.base.caller", "keyhelper.base.spawn"} <= names, sorted(names)
+    assert not names & FORBIDDEN, sorted(names & FORBIDDEN)
+    assert "site" not in names
+    assert len(list(cache_dir.glob("*.served"))) == 1
+    wait_for_refresh_lock()  # the refresh child ran, with site, and fetched once more
+    assert source.calls == 2

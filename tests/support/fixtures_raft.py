@@ -7,6 +7,15 @@ the others join it with ``bao operator raft join`` and are unsealed; readiness i
 polling ``sys/health``, never by a fixed sleep. A KV v2 secret is written once
 (``CLUSTER_SECRET``). ``performance_multiplier = 1`` keeps leader elections near a second,
 as production tuning does.
+
+A node keeps its ports for the cluster's life (raft membership is its cluster address), so a
+killed node must be able to bind them again. The fixture holds each port with a socket of its
+own from the start (:func:`reserve_port`): once a dead node's TIME_WAIT sockets expired
+(60 s), an outgoing connection of any process used to take its port as the ephemeral local
+port, or another test server's bind(0) did, and the restart failed with "bind: address
+already in use" (a 20-machine fleet-sim run; reproduced by holding the port with a client
+socket). A held port is refused to those, and the node's own listener (Go sets SO_REUSEADDR)
+still binds it.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from fixtures_openbao import bao_binary, free_port
+from fixtures_openbao import bao_binary
 
 READY_WITHIN = 30.0
 CLUSTER_SECRET = "secret/llm/claude-code"
@@ -47,6 +56,7 @@ class Node:
     log_path: str
     home: str
     proc: subprocess.Popen[bytes] | None = None
+    reserved: list[socket.socket] = field(default_factory=list, repr=False)
 
     @property
     def addr(self) -> str:
@@ -70,9 +80,9 @@ class Cluster:
         None when it does not answer."""
         return _health(node.addr)
 
-    def active(self, timeout: float = READY_WITHIN) -> Node:
+    def active(self, timeout: float | None = None) -> Node:
         """The active node, once there is one."""
-        give_up = time.monotonic() + timeout
+        give_up = time.monotonic() + (READY_WITHIN if timeout is None else timeout)
         while True:
             for node in self.nodes:
                 if node.proc is not None and node.proc.poll() is None and \
@@ -183,8 +193,36 @@ def _wait_answers(node: Node) -> None:
                 time.monotonic() > give_up:
             with open(node.log_path, errors="replace") as log:
                 tail = log.read()[-2000:]
-            raise RuntimeError(f"OpenBao node {node.name} did not start:\n{tail}")
+            if "address already in use" in tail:
+                tail += _port_holders(node)
+            code = None if node.proc is None else node.proc.poll()
+            why = f"exited ({code})" if code is not None else \
+                f"did not answer within {READY_WITHIN:.0f} s"
+            raise RuntimeError(f"OpenBao node {node.name} did not start: {why}:\n{tail}")
         time.sleep(0.05)  # poll interval, not synchronisation
+
+
+def reserve_port() -> socket.socket:
+    """A loopback port held for the caller: bound with SO_REUSEADDR and never listening.
+    Linux then refuses the port to every socket without SO_REUSEADDR (an outgoing
+    connection's ephemeral port, another bind) and to bind(0), while a listener that sets
+    SO_REUSEADDR, as every Go server does, binds it beside this one. Connections to it are
+    refused while nothing listens, as to a free port."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def _port_holders(node: Node) -> str:
+    """Who holds the node's ports (Linux ``ss``), for the error message."""
+    query = f"( sport = :{node.api_port} or sport = :{node.cluster_port} )"
+    try:
+        found = subprocess.run(["ss", "-tanp", query], capture_output=True, text=True,
+                               timeout=10, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return "\nsockets on its ports:\n" + found
 
 
 def _node(base: str, index: int) -> Node:
@@ -192,8 +230,10 @@ def _node(base: str, index: int) -> Node:
     home = os.path.join(base, name)
     data = os.path.join(home, "raft")
     os.makedirs(data, mode=0o700)
-    node = Node(name, free_port(), free_port(), data, os.path.join(home, "server.hcl"),
-                os.path.join(home, "server.log"), home)
+    api, cluster = reserve_port(), reserve_port()
+    node = Node(name, api.getsockname()[1], cluster.getsockname()[1], data,
+                os.path.join(home, "server.hcl"), os.path.join(home, "server.log"), home,
+                reserved=[api, cluster])
     with open(node.config, "w") as handle:
         handle.write(f"""\
 storage "raft" {{
@@ -217,8 +257,9 @@ disable_mlock = true
 def start_cluster(size: int = 3) -> Iterator[Cluster]:
     """Start, initialise, join and unseal ``size`` nodes; stop them all on exit."""
     with tempfile.TemporaryDirectory(prefix="openbao-raft-") as base:
-        nodes = [_node(base, i) for i in range(size)]
+        nodes: list[Node] = []
         try:
+            nodes.extend(_node(base, i) for i in range(size))
             for node in nodes:
                 _start(node)
             for node in nodes:
@@ -250,6 +291,9 @@ def start_cluster(size: int = 3) -> Iterator[Cluster]:
                     except subprocess.TimeoutExpired:
                         node.proc.kill()
                         node.proc.wait()
+            for node in nodes:
+                for sock in node.reserved:
+                    sock.close()
 
 
 def _seed(cluster: Cluster) -> None:
