@@ -5,45 +5,22 @@ Kept free of click so that a cache miss on ``keyhelper [selection]`` does not pa
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import sys
-import traceback
-from collections.abc import Callable
 
 from keyhelper import redact
-from keyhelper.base.files import Selection
 from keyhelper.errors import EXIT_NO_KEY, EXIT_OK, KeyhelperError
+from keyhelper.redact import setup_logging
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from keyhelper.base.files import Selection
+
+__all__ = ["guarded", "no_core_dumps", "run_get", "setup_logging"]
 
 MAX_STDERR = 480  # Claude Code shows stderr cut at 500 characters
-
-
-class RedactingFormatter(logging.Formatter):
-    """Scrubs every secret this process has seen from log lines, tracebacks included."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return redact.scrub(super().format(record))
-
-
-def setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter(
-        "keyhelper: %(levelname)s %(name)s: %(message)s" if verbose else "keyhelper: %(message)s"))
-    # A plugin's own logger has no handler: Python would print its warnings unredacted
-    # through logging.lastResort. Make that fallback this redacting handler.
-    logging.lastResort = handler
-    # The built-in plugins log as keyhelper_plugins.*: same handler, prefix and redaction.
-    for root_name in ("keyhelper", "keyhelper_plugins"):
-        root = logging.getLogger(root_name)
-        root.handlers[:] = [handler]
-        root.setLevel(logging.DEBUG if verbose else logging.WARNING)
-        root.propagate = False
-    if verbose:
-        for name in ("keyhelper_plugins", "hvac", "urllib3", "keyring"):
-            other = logging.getLogger(name)
-            other.handlers[:] = [handler]
-            other.setLevel(logging.DEBUG)
 
 
 def no_core_dumps() -> None:
@@ -53,8 +30,10 @@ def no_core_dumps() -> None:
         import resource
     except ImportError:  # pragma: no cover - Windows
         return
-    with contextlib.suppress(ValueError, OSError):  # a sandbox that forbids it
+    try:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ValueError, OSError):  # a sandbox that forbids it
+        return
 
 
 def guarded(verbose: bool, action: Callable[[], int]) -> int:
@@ -73,6 +52,8 @@ def guarded(verbose: bool, action: Callable[[], int]) -> int:
                    "(run with -v for details)")
         code = EXIT_NO_KEY
         if verbose:
+            import traceback  # ~5 ms: only when one is printed
+
             traceback.print_exc(file=_RedactingStream(sys.stderr))
     message = redact.scrub(message)
     if not message.startswith("keyhelper"):

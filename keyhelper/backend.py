@@ -13,25 +13,29 @@ Plugins register the class in the ``keyhelper.backends`` entry-point group.
 from __future__ import annotations
 
 import abc
-import math
 import os
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar
 
 from keyhelper.base import records
 from keyhelper.base.files import MISSING, home, read_user_file
 from keyhelper.base.files import read_file_private as read_state_file
 from keyhelper.base.files import safe_dir as private_dir_problem
 from keyhelper.base.files import write_private as write_state_file
-from keyhelper.base.shapes import aws_key
 from keyhelper.errors import BackendError, ConfigError, DeadlineExceeded
-from keyhelper.redact import fingerprint
+from keyhelper.redact import fingerprint, get_logger
 
-# How private a user's file must be (keyhelper.base.files.read_user_file).
-Privacy = Literal["always", "own", "never"]
+# Annotations only: typing, collections.abc and dataclasses cost ~20 ms to import on this
+# kind of machine, a miss must not pay for them (tests/project/test_contract_imports.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+    from typing import Any, ClassVar, Literal, TypeVar
+
+    T = TypeVar("T")
+    # How private a user's file must be (keyhelper.base.files.read_user_file).
+    Privacy = Literal["always", "own", "never"]
+else:
+    Privacy = str  # plugins import the name; only type checkers need the Literal
 
 # What the built-in backends use from the core, offered to every plugin alike: the reader
 # of key and credential files (the rules of SECURITY.md), private state files in
@@ -40,7 +44,7 @@ Privacy = Literal["always", "own", "never"]
 # :func:`login_name`, :func:`call_with_timeout` below, and keyhelper.oskeyring.OsKeyring.)
 __all__ = ["AWS_REFRESH_MARGIN", "MISSING", "Backend", "Context", "Login", "Option", "Privacy",
            "Token", "aws_credentials", "call_with_timeout",
-           "dump_record", "home", "load_record", "login_name", "option_fits",
+           "dump_record", "get_logger", "home", "load_record", "login_name", "option_fits",
            "private_dir_problem", "read_state_file", "read_user_file", "record_number",
            "wall_clock", "write_state_file"]
 
@@ -54,13 +58,59 @@ load_record = records.load_unique
 record_number = records.number
 
 
-@dataclass(frozen=True)
-class Token:
+class _Record:
+    """``==`` and ``repr`` over ``__slots__``, as ``@dataclass`` wrote them: dataclasses
+    imports inspect, ast and dis (~12 ms here), which a miss must not pay for."""
+
+    __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]] = ()  # in the constructor's order
+    _hidden: ClassVar[tuple[str, ...]] = ()  # left out of repr (may hold a secret)
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._fields)
+
+    def __eq__(self, other: object) -> bool:  # and so __hash__ None, as dataclass's
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields
+                          if name not in self._hidden)
+        return f"{type(self).__qualname__}({shown})"
+
+
+class _Frozen(_Record):
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")  # frozen, as before
+
+    __delattr__ = __setattr__  # type: ignore[assignment]
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        # copy and pickle rebuild through the constructor: __setattr__ refuses.
+        return type(self), self._values()
+
+
+class Token(_Frozen):
     """A key and what is known about it. ``repr`` never shows the value."""
 
-    value: str = field(repr=False)
-    expires_at: float | None = None  # epoch seconds; None: unknown
-    metadata: Mapping[str, str] = field(default_factory=dict)
+    _fields = ("value", "expires_at", "metadata")
+    __slots__ = _fields
+    value: str
+    expires_at: float | None  # epoch seconds; None: unknown
+    metadata: Mapping[str, str]
+
+    def __init__(self, value: str, expires_at: float | None = None,
+                 metadata: Mapping[str, str] | None = None):
+        _set = object.__setattr__
+        _set(self, "value", value)
+        _set(self, "expires_at", expires_at)
+        _set(self, "metadata", {} if metadata is None else metadata)
 
     @property
     def fingerprint(self) -> str:
@@ -70,8 +120,7 @@ class Token:
         return f"Token(fingerprint={self.fingerprint!r}, expires_at={self.expires_at!r})"
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(_Frozen):
     """One option of a backend: its type, default and help line, and the values it allows.
 
     ``choices``, ``min`` and ``max`` are checked when the configuration loads, wherever the
@@ -80,17 +129,30 @@ class Option:
     replaced by the value's repr.
     """
 
+    _fields = ("types", "default", "required", "help", "item_type", "choices", "min", "max",
+               "min_exclusive", "max_exclusive", "message")
+    __slots__ = _fields
     types: type | tuple[type, ...]
-    default: Any = None
-    required: bool = False
-    help: str = ""
-    item_type: type | None = None  # element type for list options, value type for tables
-    choices: tuple[Any, ...] | None = None  # the only values allowed
-    min: float | None = None  # lowest number allowed (excluded with min_exclusive)
-    max: float | None = None  # highest number allowed (excluded with max_exclusive)
-    min_exclusive: bool = False
-    max_exclusive: bool = False
-    message: str = ""
+    default: Any
+    required: bool
+    help: str
+    item_type: type | None  # element type for list options, value type for tables
+    choices: tuple[Any, ...] | None  # the only values allowed
+    min: float | None  # lowest number allowed (excluded with min_exclusive)
+    max: float | None  # highest number allowed (excluded with max_exclusive)
+    min_exclusive: bool
+    max_exclusive: bool
+    message: str
+
+    def __init__(self, types: type | tuple[type, ...], default: Any = None,
+                 required: bool = False, help: str = "", item_type: type | None = None,
+                 choices: tuple[Any, ...] | None = None, min: float | None = None,
+                 max: float | None = None, min_exclusive: bool = False,
+                 max_exclusive: bool = False, message: str = ""):
+        values = (types, default, required, help, item_type, choices, min, max, min_exclusive,
+                  max_exclusive, message)
+        for name, value in zip(self._fields, values, strict=True):
+            object.__setattr__(self, name, value)
 
     def describe_allowed(self) -> str:
         """What the value may be, e.g. ``"kv" or "logical"``, ``a number from 0 to below 1``
@@ -142,21 +204,33 @@ class Option:
         return text
 
 
-@dataclass
-class Context:
+class Context(_Record):
     """What a backend may use besides its options: time, environment, other backends."""
 
+    _fields = ("profile", "env", "deadline", "state_dir", "fetch_other", "now", "interactive")
+    __slots__ = (*_fields, "__dict__")  # __dict__: a plugin may hang its own state on it
+    _hidden = ("env", "fetch_other")  # env may hold a key ($KEYHELPER_API_KEY)
     profile: str | None
-    env: Mapping[str, str] = field(repr=False)  # may hold a key ($KEYHELPER_API_KEY)
+    env: Mapping[str, str]
     deadline: float  # time.monotonic() value by which the whole run must end
     state_dir: str  # private 0700 directory for backend state (e.g. a Vault login token)
     # The token of another configured backend, by name (e.g. a signing key kept in Vault).
-    fetch_other: Callable[[str], Token] = field(repr=False,
-                                                default=lambda name: _no_resolver(name))
-    now: Callable[[], float] = field(default=lambda: wall_clock())
+    fetch_other: Callable[[str], Token]
+    now: Callable[[], float]
     # Whether a person can answer now (Claude Desktop's CLAUDE_HELPER_CONTEXT=interactive):
     # a backend may prompt or open a browser only then. The get path is never interactive.
-    interactive: bool = False
+    interactive: bool
+
+    def __init__(self, profile: str | None, env: Mapping[str, str], deadline: float,
+                 state_dir: str, fetch_other: Callable[[str], Token] | None = None,
+                 now: Callable[[], float] | None = None, interactive: bool = False):
+        self.profile = profile
+        self.env = env
+        self.deadline = deadline
+        self.state_dir = state_dir
+        self.fetch_other = fetch_other or (lambda name: _no_resolver(name))
+        self.now = now or (lambda: wall_clock())
+        self.interactive = interactive
 
     def remaining(self) -> float:
         """Seconds left before the run's deadline; raises when none are left."""
@@ -179,16 +253,24 @@ def _no_resolver(name: str) -> Token:
     raise ConfigError(f"backend {name!r} cannot be used from here")
 
 
-@dataclass
-class Login:
+class Login(_Record):
     """How ``keyhelper login`` asks a backend to sign a person in (never on the get path):
     ``say`` prints a line for the person (stderr), ``browser`` False prints the URL instead
     of opening it, ``device`` asks for the device flow, ``seconds`` bounds the wait."""
 
+    _fields = ("say", "browser", "device", "seconds")
+    __slots__ = _fields
     say: Callable[[str], None]
-    browser: bool = True
-    device: bool = False
-    seconds: float = 300.0
+    browser: bool
+    device: bool
+    seconds: float
+
+    def __init__(self, say: Callable[[str], None], browser: bool = True, device: bool = False,
+                 seconds: float = 300.0):
+        self.say = say
+        self.browser = browser
+        self.device = device
+        self.seconds = seconds
 
 
 class Backend(abc.ABC):
@@ -292,6 +374,8 @@ def aws_credentials(access_key_id: str, secret_access_key: str, session_token: s
     (docs/hooks.md), ``Expiration`` (epoch seconds) written as AWS writes it."""
     from datetime import UTC, datetime
 
+    from keyhelper.base.shapes import aws_key  # and its JSON writer: for AWS backends only
+
     when = datetime.fromtimestamp(int(expiration), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     fields = {"AccessKeyId": access_key_id, "SecretAccessKey": secret_access_key,
               "SessionToken": session_token or "", "Expiration": when}
@@ -340,6 +424,9 @@ def _type_fits(value: Any, spec: Option) -> bool:
     return True
 
 
+_INFINITY = float("inf")  # math.isfinite without importing math
+
+
 def non_finite(value: Any) -> tuple[str, float] | None:
     """The first inf or nan in ``value`` (lists and tables searched) and where it is.
 
@@ -350,7 +437,7 @@ def non_finite(value: Any) -> tuple[str, float] | None:
     stack: list[tuple[str, Any]] = [("", value)]
     while stack:
         where, item = stack.pop()
-        if isinstance(item, float) and not math.isfinite(item):
+        if isinstance(item, float) and (item != item or abs(item) == _INFINITY):  # nan, inf
             return where, item
         if isinstance(item, dict):
             stack.extend((f"{where}.{k}", v) for k, v in reversed(item.items()))
@@ -380,8 +467,6 @@ def login_name(env: Mapping[str, str]) -> str | None:
         return None
 
 
-T = TypeVar("T")
-
 
 def call_with_timeout(fn: Callable[[], T], seconds: float,
                       stalled: Callable[[], BaseException], name: str = "keyhelper-call") -> T:
@@ -389,22 +474,30 @@ def call_with_timeout(fn: Callable[[], T], seconds: float,
 
     For calls that cannot be given a timeout of their own (a stalled D-Bus call, a plugin
     without timeouts): the thread is abandoned, and a daemon thread does not keep the
-    process alive, so the run still ends in time.
+    process alive, so the run still ends in time. (``name`` is kept for callers: a thread
+    started through _thread has none.)
     """
+    # _thread, not threading (with the functools and collections it imports, ~0.6 x an
+    # empty interpreter's start here, on every miss): a thread started with it is never
+    # waited for at exit, as a daemon thread. (A plugin importing threading inside fn is
+    # a case threading handles: its "main thread" is then this one, bpo-1596321.)
+    import _thread
+
     outcome: dict[str, Any] = {}
+    done = _thread.allocate_lock()
+    done.acquire()
 
     def target() -> None:
         try:
             outcome["value"] = fn()
         except BaseException as exc:
             outcome["error"] = exc
+        finally:
+            done.release()
 
-    thread = threading.Thread(target=target, name=name, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
+    _thread.start_new_thread(target, ())
+    if not done.acquire(timeout=max(0.0, min(seconds, _thread.TIMEOUT_MAX))):
         raise stalled()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]  # type: ignore[no-any-return]
-

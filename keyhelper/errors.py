@@ -7,10 +7,11 @@ options and fingerprints only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-
 from keyhelper.redact import printable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 # Documented exit codes (README "Exit codes").
 EXIT_OK = 0
@@ -89,14 +90,40 @@ class DeadlineExceeded(BackendError):
     """The run's deadline passed before the backend answered."""
 
 
-@dataclass(frozen=True)
 class Attempt:
-    """What one backend of the chain did, for the final report and ``doctor``."""
+    """What one backend of the chain did, for the final report and ``doctor``.
+    Immutable, compared by value (a plain class: dataclasses costs ~12 ms to import)."""
 
+    __slots__ = ("backend", "outcome", "reason", "seconds")
     backend: str
     outcome: str  # "ok", "skipped" or "failed"
     reason: str
     seconds: float
+
+    def __init__(self, backend: str, outcome: str, reason: str, seconds: float):
+        for name, value in zip(self.__slots__, (backend, outcome, reason, seconds), strict=True):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def _values(self) -> tuple[str, str, str, float]:
+        return self.backend, self.outcome, self.reason, self.seconds
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str, float]]:
+        return type(self), self._values()  # copy and pickle: __setattr__ refuses
+
+    def __repr__(self) -> str:
+        return ("Attempt(backend={!r}, outcome={!r}, reason={!r}, seconds={!r})"
+                .format(*self._values()))
 
 
 class NoKeyError(KeyhelperError):

@@ -12,13 +12,19 @@ run and find their own files (BASE_ENV), plus the variables named in the ``env``
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+import time
 
 from keyhelper.backend import Backend, Option, Token
 from keyhelper.errors import BackendError, ConfigError, DeadlineExceeded
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal as _signal
+    import subprocess
+    from collections.abc import Iterable, Mapping, Sequence
+    from typing import Any, ClassVar
+else:
+    import _signal  # signal's numbers without its enum (loaded at start already)
 
 MAX_STDERR = 200
 _POSIX = os.name == "posix"
@@ -71,25 +77,18 @@ class CommandBackend(Backend):
             raise BackendError("option 'command' is an empty list")
         timeout = self.context.timeout(self.config["timeout"])
         try:
-            # Its own process group, so that a timeout kills what it started too (a shell
-            # script's children would otherwise outlive it).
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE,
-                                    env=child_env(self.context.env, self.config["env"]),
-                                    start_new_session=_POSIX)
+            returncode, stdout, stderr = run(argv, child_env(self.context.env,
+                                                             self.config["env"]), timeout)
         except FileNotFoundError:
             raise BackendError(f"command not found: {argv[0]}") from None
         except PermissionError:
             raise BackendError(f"command not executable: {argv[0]}") from None
-        try:
-            stdout, stderr = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_tree(proc)
+        except TimeoutError:
             raise DeadlineExceeded(f"{argv[0]} did not finish within {timeout:.1f} s") from None
-        if proc.returncode != 0:
+        if returncode != 0:
             err = stderr.decode("utf-8", "replace").strip().splitlines()
             detail = f": {err[-1][:MAX_STDERR]}" if err else ""
-            raise BackendError(f"{argv[0]} exited {proc.returncode}{detail}")
+            raise BackendError(f"{argv[0]} exited {returncode}{detail}")
         try:
             lines = stdout.decode("utf-8").splitlines()
         except UnicodeDecodeError:
@@ -111,15 +110,179 @@ def child_env(env: Mapping[str, str], named: Iterable[str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k in wanted or k.startswith(BASE_PREFIXES)}
 
 
+def run(argv: Sequence[str], env: Mapping[str, str],
+        timeout: float) -> tuple[int, bytes, bytes]:
+    """Run ``argv`` (PATH searched in ``env``, as subprocess does) in a session of its own,
+    stdin on the null device, no descriptor of ours inherited; its exit code (negative: the
+    signal), stdout and stderr. Past ``timeout`` its whole process group is killed and
+    TimeoutError raised; FileNotFoundError or PermissionError when it cannot start."""
+    if _POSIX and hasattr(os, "posix_spawn"):
+        try:
+            return _run_spawned(argv, env, timeout)
+        except NotImplementedError:  # a libc whose posix_spawn cannot setsid
+            pass
+    return _run_subprocess(argv, env, timeout)
+
+
+# Not subprocess on POSIX: importing it (locale, re, enum, threading, selectors) took 3x the
+# CPU of an empty `python -I -S` here, and a miss through this backend 1.6x the CPU it takes
+# without it (farm-bench, interleaved). os.posix_spawn and select.poll do the same run (as
+# keyhelper.base.spawn does for refresh ahead); elsewhere, or when this libc cannot,
+# subprocess does it.
+
+def _run_spawned(argv: Sequence[str], env: Mapping[str, str],
+                 timeout: float) -> tuple[int, bytes, bytes]:
+    deadline = time.monotonic() + timeout
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    pid = None
+    try:
+        import select
+
+        inherited = _inherited_fds()
+        if min(out_r, out_w, err_r, err_w) <= 2 or inherited is None or not hasattr(
+                select, "poll"):
+            # subprocess copes: no standard streams, no /dev/fd, no poll()
+            raise NotImplementedError("cannot spawn it here")
+        actions: list[tuple[Any, ...]] = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2),
+            # As subprocess's close_fds: e.g. the lock a refresh child holds as fd 3 must not
+            # be held on by a daemon the command leaves behind.
+            *((os.POSIX_SPAWN_CLOSE, fd) for fd in inherited)]
+        # What subprocess's restore_signals puts back: Python ignores SIGPIPE.
+        restore = [getattr(_signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ")
+                   if hasattr(_signal, name)]
+        # As execvp and subprocess: each directory of $PATH in turn; when none can run it,
+        # the first error other than "not there" (e.g. not executable) is the one raised.
+        first: OSError | None = None
+        last: OSError | None = None
+        for path in _candidates(argv[0], env):
+            try:
+                pid = os.posix_spawn(path, list(argv), env, file_actions=actions,
+                                     setsid=True, setsigdef=restore)
+                break
+            except OSError as exc:
+                last = exc
+                if first is None and not isinstance(exc, FileNotFoundError | NotADirectoryError):
+                    first = exc
+        if pid is None:
+            raise first or last or FileNotFoundError(2, "No such file or directory", argv[0])
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+        if pid is None:
+            os.close(out_r)
+            os.close(err_r)
+    try:
+        stdout, stderr = _read_both(out_r, err_r, deadline)
+        return os.waitstatus_to_exitcode(_wait(pid, deadline)), stdout, stderr
+    except BaseException:
+        _kill_group(pid)
+        os.waitpid(pid, 0)
+        raise
+    finally:
+        os.close(out_r)
+        os.close(err_r)
+
+
+def _candidates(program: str, env: Mapping[str, str]) -> list[str]:
+    """Where ``program`` may be, in order: itself when it names a directory, else each
+    directory of the command's $PATH holding a file of that name."""
+    if os.path.dirname(program):
+        return [program]
+    # os.get_exec_path(env), without the warnings module it imports for a bytes $PATH
+    path = env.get("PATH")
+    directories = (os.defpath if path is None else path).split(os.pathsep)
+    paths = [os.path.join(directory, program) for directory in directories]
+    found = [path for path in paths if os.path.exists(path)]
+    return found or paths[:1]
+
+
+def _inherited_fds() -> list[int] | None:
+    """Our descriptors above 2 that a child would inherit; None when they cannot be listed."""
+    try:
+        names = os.listdir("/dev/fd")
+    except OSError:
+        return None
+    found = []
+    for name in names:
+        fd = int(name)
+        try:
+            if fd > 2 and os.get_inheritable(fd):
+                found.append(fd)
+        except OSError:  # the descriptor listdir used, closed since
+            pass
+    return found
+
+
+def _read_both(out_r: int, err_r: int, deadline: float) -> tuple[bytes, bytes]:
+    """Everything written to both pipes until both close; TimeoutError at the deadline."""
+    import select  # loaded by _run_spawned already
+
+    chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
+    poller = select.poll()
+    for fd in chunks:
+        poller.register(fd, select.POLLIN)
+    open_pipes = len(chunks)
+    while open_pipes:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        for fd, _ in poller.poll(int(left * 1000) + 1):
+            data = os.read(fd, 65536)
+            if data:
+                chunks[fd].append(data)
+            else:
+                poller.unregister(fd)
+                open_pipes -= 1
+    return b"".join(chunks[out_r]), b"".join(chunks[err_r])
+
+
+def _wait(pid: int, deadline: float) -> int:
+    """The wait status of ``pid``; TimeoutError at the deadline. Polls as subprocess's
+    wait(timeout) does on POSIX: the pipes are closed, so it has all but exited."""
+    delay = 0.0005
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, 0.05)
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, _signal.SIGKILL)
+    except ProcessLookupError:  # every one of them is gone already
+        return
+
+
+def _run_subprocess(argv: Sequence[str], env: Mapping[str, str],
+                    timeout: float) -> tuple[int, bytes, bytes]:
+    import subprocess
+
+    # Its own process group, so that a timeout kills what it started too (a shell
+    # script's children would otherwise outlive it).
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, start_new_session=_POSIX)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_tree(proc)
+        raise TimeoutError from None
+    return proc.returncode, stdout, stderr
+
+
 def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
     """Kill the command and every process of its group, and reap it."""
-    try:
-        if _POSIX:
-            os.killpg(proc.pid, signal.SIGKILL)
-        else:  # pragma: no cover - Windows
-            proc.kill()
-    except ProcessLookupError:
-        pass
+    if _POSIX:
+        _kill_group(proc.pid)
+    else:  # pragma: no cover - Windows
+        proc.kill()
     proc.wait()
     for pipe in (proc.stdout, proc.stderr):
         if pipe is not None:

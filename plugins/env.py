@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from keyhelper.backend import Backend, Option, Token
 from keyhelper.errors import Skip
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 
 class EnvBackend(Backend):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import ClassVar
 
 from keyhelper.backend import MISSING, Backend, Option, Token, read_user_file
 from keyhelper.errors import BackendError, Skip
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 
 class FileBackend(Backend):

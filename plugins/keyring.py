@@ -8,13 +8,14 @@ hit, and every keyring call has a timeout inside the run's deadline.
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Mapping
-from typing import Any, ClassVar
-
 from keyhelper.backend import LOGIN_VARS, Backend, Option, Token, login_name
 from keyhelper.errors import ConfigError, Skip, Unavailable
 from keyhelper.oskeyring import OsKeyring
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, ClassVar
 
 TYPE = "keyring"
 
@@ -33,6 +34,8 @@ class KeyringBackend(Backend):
 
     @classmethod
     def check_available(cls) -> None:
+        import importlib.util  # brings contextlib, functools, warnings: only when asked
+
         if importlib.util.find_spec("keyring") is None:
             raise Unavailable("python-keyring is not installed: pip install keyring")
 

@@ -9,10 +9,8 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
 from keyhelper_plugins.env import EnvBackend
@@ -91,29 +89,19 @@ def test_a_backend_needs_its_page_and_markers(docs_copy: Path) -> None:
         "gen-docs: docs/backends/jwt.md: missing (every table needs its page: ['jwt'])\n")
 
 
-@dataclass(frozen=True)
-class FutureOption(Option):
-    """Option as it may soon be: with declared choices and bounds."""
-
-    choices: tuple[Any, ...] | None = None
-    min: float | None = None
-    max: float | None = None
-    max_exclusive: bool = False
-
-
 def test_the_type_column_shows_choices_and_bounds() -> None:
     module = load_gen_docs()
     assert module.type_text(Option(list, item_type=str)) == "a list of strings"
-    assert module.type_text(FutureOption(str, "kv", choices=("kv", "logical"))) == \
+    assert module.type_text(Option(str, "kv", choices=("kv", "logical"))) == \
         '"kv" or "logical"'
-    assert module.type_text(FutureOption(int, choices=(1, 2, 3))) == "1, 2 or 3"
-    assert module.type_text(FutureOption((int, float), 0.2, min=0, max=1.0,
+    assert module.type_text(Option(int, choices=(1, 2, 3))) == "1, 2 or 3"
+    assert module.type_text(Option((int, float), 0.2, min=0, max=1.0,
                                          max_exclusive=True)) == \
         "an integer or a number from 0 to below 1"
-    assert module.type_text(FutureOption(int, 5, min=1, max=100)) == "an integer from 1 to 100"
-    assert module.type_text(FutureOption(int, min=1024)) == "an integer at least 1024"
-    assert module.type_text(FutureOption(float, max=60.5)) == "a number at most 60.5"
-    table = module.render("option", {"engine": FutureOption(
+    assert module.type_text(Option(int, 5, min=1, max=100)) == "an integer from 1 to 100"
+    assert module.type_text(Option(int, min=1024)) == "an integer at least 1024"
+    assert module.type_text(Option(float, max=60.5)) == "a number at most 60.5"
+    table = module.render("option", {"engine": Option(
         str, "kv", help='"kv" | "logical"', choices=("kv", "logical"))})
     assert table.splitlines()[2] == \
         '| `engine` | "kv" or "logical" | `"kv"` | no | "kv" \\| "logical" |'
