@@ -9,7 +9,6 @@ policy around it.
 
 from __future__ import annotations
 
-import sys
 import time
 
 from keyhelper import config, redact
@@ -24,6 +23,8 @@ from keyhelper.errors import (
     Skip,
 )
 
+log = redact.get_logger(__name__)
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -32,15 +33,6 @@ if TYPE_CHECKING:
 
 MAX_NESTING = 4
 BACKSTOP_GRACE = 0.25
-
-
-def _debug(message: str, *args: object, exc_info: bool = False) -> None:
-    """A debug line. logging costs ~20 ms to import: it is loaded (and configured) by then
-    whenever a debug line could be shown (-v), so nothing else imports it for one."""
-    if "logging" in sys.modules:
-        import logging
-
-        logging.getLogger(__name__).debug(message, *args, exc_info=exc_info)
 
 
 class Link:
@@ -141,7 +133,7 @@ class Chain:
         except BackendError as exc:
             return _attempt(name, "failed", exc.message, started), None
         except Exception as exc:  # a plugin's own error: report it, keep going
-            _debug("backend %s raised", name, exc_info=True)
+            log.debug("backend %s raised", name, exc_info=True)
             return _attempt(name, "failed", f"{type(exc).__name__}: {exc}", started), None
         return _attempt(name, "ok", token.fingerprint, started), token
 
@@ -150,7 +142,7 @@ class Chain:
         for link in links:
             attempt, token = self.try_link(link)
             attempts.append(attempt)
-            _debug("%s %s in %.0f ms: %s", attempt.backend, attempt.outcome,
+            log.debug("%s %s in %.0f ms: %s", attempt.backend, attempt.outcome,
                    attempt.seconds * 1000, attempt.reason)
             if token is not None:
                 return token, link, attempts

@@ -14,6 +14,7 @@ import sys
 
 from keyhelper.backend import call_with_timeout
 from keyhelper.errors import BackendError, ConfigError, DeadlineExceeded, Skip, Unavailable
+from keyhelper.redact import get_logger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from typing import Any, TypeVar
 
     T = TypeVar("T")
+
+log = get_logger(__name__)
 
 MAX_DUPLICATES = 20  # items with the same service and user deleted at most, per call
 
@@ -94,9 +97,7 @@ class OsKeyring:
         except (BackendError, Skip):  # ours already (Unavailable is a Skip)
             raise
         except Exception as exc:  # secretstorage/jeepney errors leak through python-keyring
-            import logging  # python-keyring has loaded it: no cost
-
-            logging.getLogger(__name__).debug("keyring call failed", exc_info=True)
+            log.debug("keyring call failed", exc_info=True)
             raise BackendError(f"the OS keyring failed: {type(exc).__name__}: {exc}",
                                backend=self.label) from None
 

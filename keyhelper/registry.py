@@ -24,6 +24,7 @@ from keyhelper.backend import Backend
 from keyhelper.base import records
 from keyhelper.base.files import read_file_private, write_private
 from keyhelper.errors import Unavailable
+from keyhelper.redact import get_logger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -35,15 +36,8 @@ GROUP = "keyhelper.backends"
 BUILTIN_DISTRIBUTION = "keyhelper"
 ALLOW_ENV = "KEYHELPER_PLUGINS_ALLOW"
 
+log = get_logger(__name__)
 
-
-def _debug(message: str, *args: object, exc_info: bool = False) -> None:
-    """A debug line. logging costs ~20 ms to import: it is loaded (and configured) by then
-    whenever a debug line could be shown (-v), so nothing else imports it for one."""
-    if "logging" in sys.modules:
-        import logging
-
-        logging.getLogger(__name__).debug(message, *args, exc_info=exc_info)
 
 
 class PluginInfo:
@@ -141,7 +135,7 @@ class Registry:
         try:
             cls: Any = self._entry_points[name].load()
         except (Exception, SystemExit) as exc:  # a broken plugin must not break the tool
-            _debug("loading backend plugin %s failed", name, exc_info=True)
+            log.debug("loading backend plugin %s failed", name, exc_info=True)
             raise Unavailable(f"plugin {info.target} failed to load: "
                               f"{type(exc).__name__}: {exc}") from None
         if not (isinstance(cls, type) and issubclass(cls, Backend)):

@@ -8,7 +8,6 @@ policy (keyhelper.cachepolicy) decides whether the chain runs at all.
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 from keyhelper import config
@@ -19,6 +18,7 @@ from keyhelper.base.lock import release_handed
 from keyhelper.base.records import entry_key, route_path, serialize_route
 from keyhelper.cachepolicy import fetcher as policy_fetcher
 from keyhelper.chain import Chain
+from keyhelper.redact import DEBUG, INFO, WARNING, get_logger
 from keyhelper.registry import Registry, allowlist
 from keyhelper.stores import CacheUnusable, FileCache
 
@@ -33,18 +33,9 @@ if TYPE_CHECKING:
     from keyhelper.stores import Store
 
 
-_LEVELS = {"debug": 10, "info": 20, "warning": 30}  # logging's
+log = get_logger(__name__)
 
-
-def report(level: str, message: str, *args: object) -> None:
-    """A log line ("debug", "info" or "warning"). logging costs ~20 ms to import here: only
-    a warning imports it; below that it is loaded (and configured) by then whenever such a
-    line could be shown (-v)."""
-    if level != "warning" and "logging" not in sys.modules:
-        return
-    import logging
-
-    logging.getLogger(__name__).log(_LEVELS[level], message, *args)
+_LEVELS = {"debug": DEBUG, "info": INFO, "warning": WARNING}
 
 
 class Result:
@@ -103,7 +94,7 @@ class Run:
         if not self.use_cache:
             return None
         if self.cache is None:
-            report("warning", "%s; going on without a cache", self.cache_problem)
+            log.warning("%s; going on without a cache", self.cache_problem)
             return None
         if self.settings.setting("cache") == "keyring":
             from keyhelper.stores import KeyringStore  # no secret on disk; locks stay files
@@ -134,7 +125,7 @@ class Run:
         return policy_fetcher.CachedFetcher(
             store, cache.directory, self.key, self.rules(), self.env, now=self.now,
             lock=lambda: cache.lock(self.key, self.deadline), caller=caller,
-            report=lambda level, message: report(level, "%s", message))
+            report=lambda level, message: log.log(_LEVELS[level], "%s", message))
 
     @staticmethod
     def env_names(links: Sequence[Link]) -> list[str]:
@@ -165,7 +156,7 @@ class Run:
         warning = audit.record(self.settings.raw, self.settings.profile, result.backend,
                                result.source, result.token.value, result.token.expires_at)
         if warning:
-            report("warning", "%s", warning)
+            log.warning("%s", warning)
         return result
 
     def refresh(self, expected_stored: float, take_lock: bool = False) -> Result | None:

@@ -16,6 +16,7 @@ from keyhelper.base import lock as locking
 from keyhelper.base.files import cache_dir, make_private_dirs, safe_dir, write_private
 from keyhelper.base.records import entry_path, parse_entry, read_entry
 from keyhelper.errors import BackendError, DeadlineExceeded, Skip
+from keyhelper.redact import get_logger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,12 +41,7 @@ if TYPE_CHECKING:
         def describe(self, key: str) -> str: ...
 
 
-def _warning(message: str, *args: object) -> None:
-    """A warning line, through logging (configured by keyhelper.app): imported only now, as
-    it costs ~20 ms to import here."""
-    import logging
-
-    logging.getLogger(__name__).warning(message, *args)
+log = get_logger(__name__)
 
 _LOCK_SUFFIX = ".lock"
 # Files kept beside an entry: the shared failure record, the stale-serve counter, one
@@ -90,7 +86,7 @@ class FileCache:
         try:
             write_private(self.path(key), entry.serialize())
         except OSError as exc:
-            _warning("cache entry %s not written (%s); going on without it",
+            log.warning("cache entry %s not written (%s); going on without it",
                         self.path(key), exc.strerror or type(exc).__name__)
 
     def delete(self, key: str) -> bool:
@@ -131,7 +127,7 @@ class FileCache:
             _check_dir(path, "state directory")
         except CacheUnusable as exc:
             # Said here: the run goes on with the cache, only backend state is not kept.
-            _warning("%s; going on without it", exc)
+            log.warning("%s; going on without it", exc)
             raise
         return path
 
@@ -181,7 +177,7 @@ class EntryLock(_Held):
         if fd is None:
             fd, problem = locking.open_lock(self.path)
             if fd is None:
-                _warning("cache lock %s not usable (%s); going on without it", self.path,
+                log.warning("cache lock %s not usable (%s); going on without it", self.path,
                          problem)
                 return
             try:
@@ -220,7 +216,7 @@ def _check_dir(path: str, what: str) -> None:
     reason = safe_dir(path)
     if reason is not None and reason.startswith("its mode"):
         os.chmod(path, 0o700, follow_symlinks=False)
-        _warning("%s %s had mode %s; set to 700", what, path, reason.split()[3].rstrip(","))
+        log.warning("%s %s had mode %s; set to 700", what, path, reason.split()[3].rstrip(","))
         reason = safe_dir(path)
     if reason is not None:
         raise CacheUnusable(f"{what} {path} not used: {reason}")
@@ -276,5 +272,5 @@ class KeyringStore:
         except Exception as exc:  # a cache must never break the run
             self.problem = (exc.message if isinstance(exc, (BackendError, Skip))
                             else f"{type(exc).__name__}: {exc}")
-            _warning("keyring cache not used: %s", self.problem)
+            log.warning("keyring cache not used: %s", self.problem)
             return None

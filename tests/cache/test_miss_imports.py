@@ -38,6 +38,14 @@ NOT_ON_A_MISS = [
                   # the caller walk, for rotation detection: with a cache only (these runs
                   # are --no-cache, as Claude Code's calls are not)
                   "keyhelper.base.caller"}),
+    # The contract layer (backend, errors, redact, app) and the env and command plugins:
+    # plain classes, the lazy logger (keyhelper.redact.get_logger), traceback when printed,
+    # the command run through os.posix_spawn; the hooks' shapes for aws_credentials only.
+    ("contract", {"dataclasses", "inspect", "ast", "dis", "tokenize", "linecache", "typing",
+                  "logging", "traceback", "threading", "weakref", "string", "textwrap", "re",
+                  "contextlib", "enum", "collections", "functools", "warnings", "importlib",
+                  "math", "copy", "locale", "subprocess", "keyhelper.base.shapes",
+                  "keyhelper.base.jsontext"}),
 ]
 # The env backend runs no process.
 NOT_ON_AN_ENV_MISS = {"subprocess"}
@@ -82,7 +90,7 @@ def test_a_command_miss_imports_none_of_them(regular: Install, write_config) -> 
     first = imported(regular, *args)
     assert {"tomllib", "importlib.metadata"} <= first  # parsed and scanned once
     again = imported(regular, *args)
-    assert {"keyhelper.resolver", "subprocess"} <= again  # the command backend ran
+    assert "keyhelper.resolver" in again  # the full path ran (and the command: the key)
     assert sorted(again & forbidden()) == []
     write_config(CONFIG.replace("/bin/echo", "/bin//echo"))  # a new byte: parsed anew
     assert "tomllib" in imported(regular, *args)
