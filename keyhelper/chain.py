@@ -9,10 +9,7 @@ policy around it.
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from keyhelper import config, redact
 from keyhelper.backend import Backend, Context, Token, call_with_timeout
@@ -25,21 +22,29 @@ from keyhelper.errors import (
     NoKeyError,
     Skip,
 )
-from keyhelper.registry import Registry
 
-log = logging.getLogger(__name__)
+log = redact.get_logger(__name__)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from keyhelper.registry import Registry
 
 MAX_NESTING = 4
 BACKSTOP_GRACE = 0.25
 
 
-@dataclass(frozen=True)
 class Link:
     """A backend of the chain, or the error that kept it from being built."""
 
-    spec: config.BackendSpec
-    backend: Backend | None
-    error: Exception | None
+    __slots__ = ("backend", "error", "spec")
+
+    def __init__(self, spec: config.BackendSpec, backend: Backend | None,
+                 error: Exception | None):
+        self.spec = spec
+        self.backend = backend
+        self.error = error
 
 
 class Chain:
@@ -138,7 +143,7 @@ class Chain:
             attempt, token = self.try_link(link)
             attempts.append(attempt)
             log.debug("%s %s in %.0f ms: %s", attempt.backend, attempt.outcome,
-                      attempt.seconds * 1000, attempt.reason)
+                   attempt.seconds * 1000, attempt.reason)
             if token is not None:
                 return token, link, attempts
         raise NoKeyError(attempts)

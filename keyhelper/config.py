@@ -9,12 +9,10 @@ so the rest of keyhelper sees one effective view.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+import os
 
 from keyhelper import policy
-from keyhelper.base.files import Selection, config_path
+from keyhelper.base.files import cache_dir, config_path, make_private_dirs, safe_dir
 from keyhelper.cachepolicy import DEFAULT_CLAUDE_TTL, claude_ttl
 from keyhelper.configfile import (
     AUDIT_KEYS,
@@ -29,7 +27,7 @@ from keyhelper.configfile import (
     BackendSpec,
     check_audit,
     check_table,
-    parse_toml,
+    load_toml,
     read_trusted,
 )
 from keyhelper.errors import ConfigError
@@ -38,26 +36,38 @@ __all__ = ["AUDIT_KEYS", "DEFAULT_DEADLINE", "DEFAULT_STALE_GRACE", "MAX_CONFIG_
            "PLUGINS_KEYS", "PROFILE_KEYS", "SETTINGS", "TOP_LEVEL", "BackendSpec", "Settings",
            "load", "read_trusted"]
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+    from keyhelper.base.files import Selection
     from keyhelper.policy import Policy
 
 DEFAULT_CHAIN = ("env", "keyring")
 
 
-@dataclass(frozen=True)
 class Settings:
-    """What a run needs after the configuration was read and a selection applied."""
+    """What a run needs after the configuration was read and a selection applied. (A plain
+    class: dataclasses costs ~12 ms to import here.)"""
 
-    chain: tuple[BackendSpec, ...]
-    config_path: str | None  # None when no file was read
-    profile: str | None
-    backends: Mapping[str, BackendSpec]
-    values: Mapping[str, Any] = field(default_factory=dict)
-    # The file's tables as in effect: the policy's [audit] and plugin allowlist applied.
-    raw: Mapping[str, Any] = field(default_factory=dict)
-    policy: Policy | None = None
-    # Where each setting (and "plugins", "audit") came from, for doctor; absent: "default".
-    origins: Mapping[str, str] = field(default_factory=dict)
+    __slots__ = ("backends", "chain", "config_path", "origins", "policy", "profile", "raw",
+                 "values")
+
+    def __init__(self, chain: tuple[BackendSpec, ...], config_path: str | None,
+                 profile: str | None, backends: Mapping[str, BackendSpec],
+                 values: Mapping[str, Any] | None = None, raw: Mapping[str, Any] | None = None,
+                 policy: Policy | None = None, origins: Mapping[str, str] | None = None):
+        self.chain = chain
+        self.config_path = config_path  # None when no file was read
+        self.profile = profile
+        self.backends = backends
+        self.values = {} if values is None else values
+        # The file's tables as in effect: the policy's [audit] and plugin allowlist applied.
+        self.raw = {} if raw is None else raw
+        self.policy = policy
+        # Where each setting (and "plugins", "audit") came from, for doctor; absent: "default".
+        self.origins = {} if origins is None else origins
 
     def setting(self, name: str) -> Any:
         return self.values.get(name, SETTINGS[name].default)
@@ -103,7 +113,7 @@ def load(selection: Selection, env: Mapping[str, str]) -> Settings:
     data = read_trusted(path)
     if data is None and explicit:
         raise ConfigError("no such file", source=path)
-    raw = parse_toml(data, path) if data is not None else {}
+    raw = load_toml(data, path, state_dir(env)) if data is not None else {}
     source = path if data is not None else None
     label = source or "defaults"
     top = check_table(raw, TOP_LEVEL, source=label, prefix="")
@@ -153,3 +163,23 @@ def load(selection: Selection, env: Mapping[str, str]) -> Settings:
     written = where if where == "--backend" else f"{label}: {where}"
     chain = tuple(settings.spec(name, written) for name in names)
     return Settings(chain, source, profile, backends, values, effective, rules, origins)
+
+
+def state_dir(env: Mapping[str, str]) -> str | None:
+    """keyhelper's private state directory, where the parse of the config is kept between
+    runs: the cache directory's ``state``, each made 0700 if missing (as
+    keyhelper.stores.FileCache does, which reports problems). None when either is not safe
+    to use (a symlink, another owner, open to others): then the file is parsed anew."""
+    directory = cache_dir(env)
+    path = os.path.join(directory, "state")
+    for each in (directory, path):
+        problem = safe_dir(each)
+        if problem == "missing":
+            try:
+                make_private_dirs(each)
+            except OSError:
+                return None
+            problem = safe_dir(each)
+        if problem is not None:
+            return None
+    return path

@@ -6,16 +6,23 @@ the tables' keys and types, checked against declared :class:`~keyhelper.backend.
 
 from __future__ import annotations
 
+import marshal
 import os
-import shlex
 import stat
-import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+import sys
 
 from keyhelper.backend import Option, option_problem
+from keyhelper.base import records
+from keyhelper.base.files import MAX_FILE_BYTES, read_in_private_dir, write_private
 from keyhelper.errors import ConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from hashlib import sha256
+    from typing import Any
+else:
+    from keyhelper.base.records import sha256  # the bare primitive: hashlib costs ~5 ms
 
 DEFAULT_DEADLINE = 5.0  # Claude Code warns at 10 s
 DEFAULT_STALE_GRACE = 3600.0
@@ -90,14 +97,29 @@ AUDIT_KEYS: dict[str, Option] = {
 }
 
 
-@dataclass(frozen=True)
 class BackendSpec:
-    """One link of the chain: a configured name, its type, and its raw options."""
+    """One link of the chain: a configured name, its type, and its raw options. (A plain
+    class: dataclasses costs ~12 ms to import here, a sixth of a miss.)"""
 
-    name: str
-    type: str
-    options: Mapping[str, Any]
-    source: str  # where it was defined, for error messages
+    __slots__ = ("name", "options", "source", "type")
+
+    def __init__(self, name: str, type: str, options: Mapping[str, Any], source: str):
+        self.name = name
+        self.type = type
+        self.options = options
+        self.source = source  # where it was defined, for error messages
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BackendSpec):
+            return NotImplemented
+        return (self.name, self.type, self.options, self.source) == (
+            other.name, other.type, other.options, other.source)
+
+    __hash__ = None  # type: ignore[assignment]  # options is a mapping, as with the dataclass
+
+    def __repr__(self) -> str:
+        return (f"BackendSpec(name={self.name!r}, type={self.type!r}, "
+                f"options={self.options!r}, source={self.source!r})")
 
 
 def read_trusted(path: str, *, root_only: bool = False) -> bytes | None:
@@ -161,6 +183,8 @@ def _unsafe(st: os.stat_result, owners: _Owners, path: str, what: str) -> str | 
         return f"{what}owned by {_user(st.st_uid)}, not by {owners.described}"
     sticky_root = bool(what) and st.st_uid == 0 and bool(st.st_mode & stat.S_ISVTX)
     if st.st_mode & 0o022 and not sticky_root:
+        import shlex  # only for this message: it imports re
+
         return (f"{what}writable by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
                 f"run: chmod go-w {shlex.quote(path)}")
     return None
@@ -198,6 +222,8 @@ def _user(uid: int) -> str:
 def parse_toml(data: bytes, source: str) -> dict[str, Any]:
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError("larger than 1 MiB", source=source)
+    import tomllib  # ~5 ms with its re and datetime: only when a file is parsed
+
     try:
         return tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
@@ -241,3 +267,83 @@ def check_audit(table: Mapping[str, Any], *, source: str) -> None:
 def _type_name(value: Any) -> str:
     return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
             list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+# --- the parsed file, kept between runs ---------------------------------------------------
+# Importing tomllib and parsing cost ~5-15 ms here, on every miss. A repeat run reads the
+# parse of the same bytes back from a private state file instead. marshal because it is
+# built in (no import cost) and loads only plain values; json costs ~15 ms to import here,
+# pickle can run code. The record is trusted only when it is ours (0600 in our 0700 state
+# directory, keyhelper.base.files.read_in_private_dir), its header names this format, this
+# marshal version and this Python, its checksum matches, it is for exactly the bytes just
+# read and vetted (their sha256), and it holds only the types tomllib gives; any doubt, and
+# the file is parsed as before (and the record rewritten).
+PARSED_FORMAT = "keyhelper-parsed 1"
+_PARSED_TYPES = (str, int, float, bool)
+
+
+def load_toml(data: bytes, source: str, state_dir: str | None) -> dict[str, Any]:
+    """:func:`parse_toml`, through the record of its last parse in ``state_dir`` (None:
+    no record). The record is keyed by the content's sha256, never by a time stamp."""
+    if state_dir is None:
+        return parse_toml(data, source)
+    name = "parsed-" + records.digest(source)
+    content = sha256(data).hexdigest()
+    kept = parsed_record_value(read_in_private_dir(state_dir, name), content)
+    if kept is not None:
+        return kept
+    parsed = parse_toml(data, source)
+    record = parsed_record(content, parsed)
+    if record is not None:
+        try:
+            write_private(os.path.join(state_dir, name), record, durable=False)
+        except OSError:
+            return parsed  # a record not written: parsed again next time
+    return parsed
+
+
+def _parsed_header(content: str, payload: bytes) -> bytes:
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    return (f"{PARSED_FORMAT} marshal {marshal.version} python {version}\n{content}\n"
+            f"{sha256(payload).hexdigest()}\n").encode("ascii")
+
+
+def parsed_record(content: str, parsed: dict[str, Any]) -> bytes | None:
+    """The record of ``parsed``, the parse of bytes whose sha256 is ``content``; None when
+    it cannot be kept (a TOML date or time: marshal has no such type; too large)."""
+    try:
+        payload = marshal.dumps(parsed)
+    except ValueError:
+        return None
+    record = _parsed_header(content, payload) + payload
+    return record if len(record) < MAX_FILE_BYTES else None  # read_file_private's limit
+
+
+def parsed_record_value(record: bytes | None, content: str) -> dict[str, Any] | None:
+    """The parse a record holds, if it is whole, current and for bytes of sha256
+    ``content``; else None."""
+    if record is None:
+        return None
+    lines = record.split(b"\n", 3)
+    if len(lines) != 4:
+        return None
+    payload = lines[3]
+    if record[: len(record) - len(payload)] != _parsed_header(content, payload):
+        return None
+    try:
+        value = marshal.loads(payload)  # noqa: S302 - ours, checked above; see PARSED_FORMAT
+    except (ValueError, EOFError, TypeError):
+        return None
+    try:
+        return value if isinstance(value, dict) and _plain(value) else None
+    except RecursionError:
+        return None
+
+
+def _plain(value: object) -> bool:
+    """Whether ``value`` holds only what tomllib returns (dates and times are not kept)."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return type(value) in _PARSED_TYPES

@@ -9,18 +9,21 @@ timeout inside the run's deadline: its D-Bus probing is known to stall for tens 
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
 
 from keyhelper.backend import call_with_timeout
 from keyhelper.errors import BackendError, ConfigError, DeadlineExceeded, Skip, Unavailable
+from keyhelper.redact import get_logger
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, TypeVar
 
-T = TypeVar("T")
+    T = TypeVar("T")
+
+log = get_logger(__name__)
 
 MAX_DUPLICATES = 20  # items with the same service and user deleted at most, per call
 

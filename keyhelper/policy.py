@@ -16,9 +16,6 @@ commands the chain may use, and bounds on the cache life of a key.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from keyhelper.backend import Option
 from keyhelper.base.files import POLICY_PATH
@@ -33,6 +30,11 @@ from keyhelper.configfile import (
 )
 from keyhelper.errors import ConfigError
 from keyhelper.registry import narrow
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 COMMAND_TYPE = "command"
 
@@ -50,17 +52,25 @@ COMMAND_KEYS: dict[str, Option] = {
 }
 
 
-@dataclass(frozen=True)
 class Policy:
-    """What the policy file says; None for each rule it leaves to the user."""
+    """What the policy file says; None for each rule it leaves to the user. (A plain class:
+    dataclasses costs ~12 ms to import here.)"""
 
-    path: str
-    plugins_allow: tuple[str, ...] | None = None
-    audit: Mapping[str, Any] | None = None
-    allowed_types: tuple[str, ...] | None = None
-    allowed_commands: tuple[str, ...] | None = None
-    min_ttl: float | None = None
-    max_ttl: float | None = None
+    __slots__ = ("allowed_commands", "allowed_types", "audit", "max_ttl", "min_ttl", "path",
+                 "plugins_allow")
+
+    def __init__(self, path: str, plugins_allow: tuple[str, ...] | None = None,
+                 audit: Mapping[str, Any] | None = None,
+                 allowed_types: tuple[str, ...] | None = None,
+                 allowed_commands: tuple[str, ...] | None = None,
+                 min_ttl: float | None = None, max_ttl: float | None = None):
+        self.path = path
+        self.plugins_allow = plugins_allow
+        self.audit = audit
+        self.allowed_types = allowed_types
+        self.allowed_commands = allowed_commands
+        self.min_ttl = min_ttl
+        self.max_ttl = max_ttl
 
     def check_type(self, spec: BackendSpec) -> None:
         if self.allowed_types is None or spec.type in self.allowed_types:
@@ -111,6 +121,9 @@ def load() -> Policy | None:
     data = read_trusted(path, root_only=True)
     if data is None:
         return None
+    # Parsed on every run, never kept like the config's parse (configfile.load_toml): that
+    # record lives in the cache directory, which the environment can move ($KEYHELPER_CACHE_DIR
+    # into a project's checkout), and the policy must hold whatever the environment says.
     top = check_table(parse_toml(data, path), TOP_LEVEL, source=path, prefix="")
     plugins = check_table(top.get("plugins", {}), PLUGINS_KEYS, source=path, prefix="plugins.")
     backends = check_table(top.get("backends", {}), BACKENDS_KEYS, source=path,

@@ -8,46 +8,55 @@ others. An optional allowlist of distributions keeps unapproved plugins from bei
 A scan through ``importlib.metadata`` costs ~3x an interpreter start, so a miss reads the
 entry points from an index in keyhelper's private state directory instead (:func:`found`),
 valid only for the installation it was made from: its signature covers the Python version,
-``sys.path`` and, in every directory on it, each distribution's metadata directory and the
-identity of its ``entry_points.txt``. Installing, upgrading or removing any distribution
-changes it, and the next miss scans again and rewrites the index. The entry points stay the
-one source of backend types: the index is a copy of a scan, never an addition to it.
+the directories on ``sys.path`` that hold distributions and, in each, every distribution's
+metadata directory and the identity of its ``entry_points.txt``. Installing, upgrading or
+removing any distribution changes it, and the next miss scans again and rewrites the index.
+The entry points stay the one source of backend types: the index is a copy of a scan, never
+an addition to it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from keyhelper.backend import Backend
 from keyhelper.base import records
 from keyhelper.base.files import read_file_private, write_private
 from keyhelper.errors import Unavailable
+from keyhelper.redact import get_logger
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
     from importlib import metadata
+    from typing import Any
 
 GROUP = "keyhelper.backends"
 BUILTIN_DISTRIBUTION = "keyhelper"
 ALLOW_ENV = "KEYHELPER_PLUGINS_ALLOW"
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
-@dataclass(frozen=True)
+
 class PluginInfo:
     """A backend type found in the entry-point group, and where it came from."""
 
-    name: str
-    target: str  # "module:attribute"
-    distribution: str
-    version: str
-    allowed: bool
+    __slots__ = ("allowed", "distribution", "name", "target", "version")
+
+    def __init__(self, name: str, target: str, distribution: str, version: str,
+                 allowed: bool):
+        self.name = name
+        self.target = target  # "module:attribute"
+        self.distribution = distribution
+        self.version = version
+        self.allowed = allowed
+
+    def __repr__(self) -> str:
+        return (f"PluginInfo(name={self.name!r}, target={self.target!r}, "
+                f"distribution={self.distribution!r}, version={self.version!r}, "
+                f"allowed={self.allowed!r})")
 
 
 class Found:
@@ -63,10 +72,11 @@ class Found:
 
     def load(self) -> Any:
         """As importlib.metadata.EntryPoint.load: ``module:attr.attr``."""
-        import importlib
-
         module, _, attrs = self.value.partition(":")
-        target: Any = importlib.import_module(module.strip())
+        # importlib.import_module, without importing importlib (and its warnings) for it
+        name = module.strip()
+        __import__(name)
+        target: Any = sys.modules[name]
         for attr in attrs.split("[")[0].strip().split("."):
             if attr:
                 target = getattr(target, attr)
@@ -185,21 +195,28 @@ def scan() -> list[Found]:
 
 def installation() -> str:
     """What the entry points of this interpreter depend on, as a digest (see the module's
-    docstring); any install, upgrade or removal changes it."""
-    parts = [sys.version, sys.executable]
+    docstring); any install, upgrade or removal changes it.
+
+    Only directories holding distributions count, in their order on ``sys.path``, and the
+    interpreter by its real path: the console script (its own ``bin`` first on sys.path,
+    ``bin/python3``) and the launcher (``bin/python``, no script directory) see the same
+    installation, and share one index instead of scanning in turn."""
+    parts = [sys.version, os.path.realpath(sys.executable)]
     for entry in sys.path:
-        parts.append("\x1e" + entry)
         try:
             names = sorted(os.listdir(entry or "."))
         except OSError:
             continue  # a zip file or a missing directory: importlib.metadata skips it too
+        found = []
         for name in names:
             if name.endswith(_META_SUFFIXES):
                 try:
                     st = os.stat(os.path.join(entry or ".", name, "entry_points.txt"))
-                    parts.append(f"{name}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
+                    found.append(f"{name}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
                 except OSError:
-                    parts.append(name)
+                    found.append(name)
+        if found:  # one without distributions (a script's directory) has no entry points
+            parts += ["\x1e" + entry, *found]
     return records.digest("\x1f".join(parts))
 
 
@@ -221,6 +238,8 @@ def found(index_dir: str | None) -> list[Found]:
     data = records.dump(INDEX_FORMAT, [("installation", signature), *(
         ("entry", "\x1f".join((ep.name, ep.value, ep.distribution, ep.version)))
         for ep in points)])
-    with contextlib.suppress(OSError):  # a lost index is only scanned again
+    try:
         write_private(path, data, durable=False)
+    except OSError:
+        return points  # a lost index is only scanned again
     return points

@@ -7,41 +7,51 @@ policy (keyhelper.cachepolicy) decides whether the chain runs at all.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 from keyhelper import config
 from keyhelper.backend import Context, Token, wall_clock
 from keyhelper.base import audit
-from keyhelper.base.caller import caller_id
-from keyhelper.base.files import Selection, read_in_private_dir, write_private
+from keyhelper.base.files import read_in_private_dir, write_private
 from keyhelper.base.lock import release_handed
-from keyhelper.base.records import Entry, entry_key, route_path, serialize_route
-from keyhelper.base.shapes import DESKTOP, HELPER_CONTEXT, marker_context
+from keyhelper.base.records import entry_key, route_path, serialize_route
 from keyhelper.cachepolicy import fetcher as policy_fetcher
-from keyhelper.chain import Chain, Link
-from keyhelper.errors import Attempt
+from keyhelper.chain import Chain
+from keyhelper.redact import DEBUG, INFO, WARNING, get_logger
 from keyhelper.registry import Registry, allowlist
-from keyhelper.stores import CacheUnusable, FileCache, Store
+from keyhelper.stores import CacheUnusable, FileCache
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+    from keyhelper.base.files import Selection
+    from keyhelper.base.records import Entry
+    from keyhelper.chain import Link
+    from keyhelper.errors import Attempt
+    from keyhelper.stores import Store
 
 
-@dataclass
+log = get_logger(__name__)
+
+_LEVELS = {"debug": DEBUG, "info": INFO, "warning": WARNING}
+
+
 class Result:
     """A key and how it was obtained (``source``: see keyhelper.cachepolicy.fetcher.Outcome)."""
 
-    token: Token
-    backend: str
-    source: str
-    attempts: list[Attempt] = field(default_factory=list)
-    entry: Entry | None = None
-    cache_location: str | None = None
+    __slots__ = ("attempts", "backend", "cache_location", "entry", "source", "token")
+
+    def __init__(self, token: Token, backend: str, source: str,
+                 attempts: list[Attempt] | None = None, entry: Entry | None = None,
+                 cache_location: str | None = None):
+        self.token = token
+        self.backend = backend
+        self.source = source
+        self.attempts = [] if attempts is None else attempts
+        self.entry = entry
+        self.cache_location = cache_location
 
 
 class Run:
@@ -66,7 +76,12 @@ class Run:
         registry = registry or Registry(allow=allowlist(self.settings.raw.get("plugins"), env),
                                         index_dir=state_dir)
         # Claude Desktop says when a person is there to answer a prompt or a browser login.
-        interactive = selection.shape == DESKTOP and env.get(HELPER_CONTEXT) == "interactive"
+        interactive = False
+        if selection.shape:  # a hook's shape: keyhelper.base.shapes, imported for them only
+            from keyhelper.base.shapes import DESKTOP, HELPER_CONTEXT
+
+            interactive = (selection.shape == DESKTOP
+                           and env.get(HELPER_CONTEXT) == "interactive")
         self.context = Context(self.settings.profile, env, self.deadline, state_dir or "",
                                now=now, interactive=interactive)
         self.chain = Chain(self.settings, registry, self.context)
@@ -97,14 +112,20 @@ class Run:
     def fetcher(self, store: Store) -> policy_fetcher.CachedFetcher:
         assert self.cache is not None
         cache = self.cache
-        caller = caller_id(self.env) if self.settings.setting("rotation_detection") else None
+        caller = None
+        if self.settings.setting("rotation_detection"):  # the caller walk: only for it
+            from keyhelper.base.caller import caller_id
+
+            caller = caller_id(self.env)
         if caller is not None:  # one headersHelper per MCP server (keyhelper.base.shapes)
+            from keyhelper.base.shapes import marker_context
+
             caller += marker_context(self.env)
 
         return policy_fetcher.CachedFetcher(
             store, cache.directory, self.key, self.rules(), self.env, now=self.now,
             lock=lambda: cache.lock(self.key, self.deadline), caller=caller,
-            report=lambda level, message: log.log(_LEVELS[level], message))
+            report=lambda level, message: log.log(_LEVELS[level], "%s", message))
 
     @staticmethod
     def env_names(links: Sequence[Link]) -> list[str]:

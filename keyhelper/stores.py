@@ -9,41 +9,45 @@ and mode checked on the descriptor, atomic writes), exactly as the hit path read
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from keyhelper.base import lock as locking
 from keyhelper.base.files import cache_dir, make_private_dirs, safe_dir, write_private
-from keyhelper.base.records import Entry, entry_path, parse_entry, read_entry
+from keyhelper.base.records import entry_path, parse_entry, read_entry
 from keyhelper.errors import BackendError, DeadlineExceeded, Skip
+from keyhelper.redact import get_logger
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Protocol, TypeVar
+
     from keyhelper.backend import Context
+    from keyhelper.base.records import Entry
     from keyhelper.oskeyring import OsKeyring
 
-log = logging.getLogger(__name__)
+    T = TypeVar("T")
+
+    class Store(Protocol):
+        """Where entries live. Files by default; the keyring store keeps no secret on disk."""
+
+        def read(self, key: str) -> Entry | None: ...
+
+        def write(self, key: str, entry: Entry) -> None: ...
+
+        def delete(self, key: str) -> bool: ...
+
+        def describe(self, key: str) -> str: ...
+
+
+log = get_logger(__name__)
 
 _LOCK_SUFFIX = ".lock"
 # Files kept beside an entry: the shared failure record, the stale-serve counter, one
 # marker per Claude Code process served, and the hit path's route to env and file keys
 # (keyhelper/base/failures.py, markers.py, route.py).
 _SIDECARS = (".failed", ".stale", ".served", ".route")
-
-
-class Store(Protocol):
-    """Where entries live. Files by default; the keyring store keeps no secret on disk."""
-
-    def read(self, key: str) -> Entry | None: ...
-
-    def write(self, key: str, entry: Entry) -> None: ...
-
-    def delete(self, key: str) -> bool: ...
-
-    def describe(self, key: str) -> str: ...
 
 
 class CacheUnusable(Exception):
@@ -89,8 +93,10 @@ class FileCache:
         """Remove an entry and what is remembered about it (failures, served markers)."""
         for name in os.listdir(self.directory):
             if name.startswith(key + ".") and name.endswith(_SIDECARS):
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     os.unlink(os.path.join(self.directory, name))
+                except FileNotFoundError:
+                    continue
         try:
             os.unlink(self.path(key))
         except FileNotFoundError:
@@ -106,16 +112,17 @@ class FileCache:
         removed = 0
         for name in os.listdir(self.directory):
             if name.endswith((".entry", ".tmp", _LOCK_SUFFIX, *_SIDECARS)):
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     os.unlink(os.path.join(self.directory, name))
-                    removed += name.endswith(".entry")
+                except FileNotFoundError:
+                    continue
+                removed += name.endswith(".entry")
         return removed
 
     def state_dir(self) -> str:
         """A private subdirectory for backend state (e.g. a Vault login token)."""
         path = os.path.join(self.directory, "state")
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(path, 0o700)
+        make_private_dirs(path)
         try:
             _check_dir(path, "state directory")
         except CacheUnusable as exc:
@@ -124,51 +131,83 @@ class FileCache:
             raise
         return path
 
-    @contextlib.contextmanager
-    def lock(self, key: str, deadline: float) -> Iterator[None]:
+    def lock(self, key: str, deadline: float) -> EntryLock:
         """Single flight: one process per entry fetches; the others wait here, then re-read."""
-        path = os.path.join(self.directory, key + _LOCK_SUFFIX)
-        fd = locking.take_over(path)  # taken already on the hit path (cachepolicy.wait_turn)
+        return EntryLock(os.path.join(self.directory, key + _LOCK_SUFFIX), deadline)
+
+    def lock_if_free(self, key: str) -> LockIfFree:
+        """The entry's lock without waiting: True while held, False if another process
+        holds it or it is unusable."""
+        return LockIfFree(os.path.join(self.directory, key + _LOCK_SUFFIX))
+
+
+# The two locks are context managers of their own: contextlib costs ~5 ms to import here.
+class _Held:
+    """An entry's lock file descriptor, unlocked and closed on leaving (None: none held)."""
+
+    __slots__ = ("fd", "path")
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd: int | None = None
+
+    def __exit__(self, *exc_info: object) -> None:
+        fd, self.fd = self.fd, None
         if fd is None:
-            fd, problem = locking.open_lock(path)
-            if fd is None:  # fetch unlocked rather than not at all
-                log.warning("cache lock %s not usable (%s); going on without it", path,
-                            problem)
-                yield
+            return
+        try:
+            locking.unlock(fd)
+        finally:
+            os.close(fd)
+
+
+class EntryLock(_Held):
+    """``with``: waits for the entry's lock until ``deadline`` (DeadlineExceeded), or takes
+    over the one the hit path took (cachepolicy.wait_turn); an unusable lock file is
+    warned about and the body runs unlocked (fetch unlocked rather than not at all)."""
+
+    __slots__ = ("deadline",)
+
+    def __init__(self, path: str, deadline: float):
+        super().__init__(path)
+        self.deadline = deadline
+
+    def __enter__(self) -> None:
+        fd = locking.take_over(self.path)  # taken already on the hit path
+        if fd is None:
+            fd, problem = locking.open_lock(self.path)
+            if fd is None:
+                log.warning("cache lock %s not usable (%s); going on without it", self.path,
+                         problem)
                 return
             try:
-                locking.lock(fd, deadline)
+                locking.lock(fd, self.deadline)
             except locking.LockTimeout as exc:
                 os.close(fd)
                 raise DeadlineExceeded(str(exc)) from None
-        locking.announce(fd, time.time() + deadline - time.monotonic())
-        try:
-            try:
-                yield
-            finally:
-                locking.unlock(fd)
-        finally:
-            os.close(fd)
+        self.fd = fd
+        locking.announce(fd, time.time() + self.deadline - time.monotonic())
 
 
-    @contextlib.contextmanager
-    def lock_if_free(self, key: str) -> Iterator[bool]:
-        """The entry's lock without waiting: True while held, False if another process
-        holds it or it is unusable."""
-        fd, _ = locking.open_lock(os.path.join(self.directory, key + _LOCK_SUFFIX))
+class LockIfFree(_Held):
+    """``with ... as taken``: the entry's lock if no other process holds it."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> bool:
+        fd, _ = locking.open_lock(self.path)
         if fd is None:
-            yield False
-            return
+            return False
         try:
-            if not locking.try_lock(fd):
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                locking.unlock(fd)
-        finally:
+            taken = locking.try_lock(fd)
+        except BaseException:
             os.close(fd)
+            raise
+        if not taken:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
 
 
 def _check_dir(path: str, what: str) -> None:
@@ -185,7 +224,6 @@ def _check_dir(path: str, what: str) -> None:
 
 CACHE_SERVICE = "keyhelper-cache"
 CACHE_TIMEOUT = 3.0  # seconds per keyring call of the cache store
-T = TypeVar("T")
 
 
 class KeyringStore:

@@ -11,6 +11,7 @@ stops the test. Either way nothing is left behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -32,6 +33,7 @@ from plugin_dists import make_distribution
 from keyhelper import policy
 from keyhelper.base import files as kpaths
 from keyhelper.config import BackendSpec
+from keyhelper.configfile import parsed_record_value
 from keyhelper.redact import fingerprint as fp
 from keyhelper.registry import narrow
 
@@ -249,6 +251,24 @@ def test_a_backend_type_the_policy_does_not_allow_is_refused(policy_file: Policy
     assert (run.returncode, run.stderr) == (2, f"keyhelper: config error: {config}: "
                                                f"backend 'team': {refusal}\n")
     assert source.calls == 0
+
+
+@as_root
+def test_the_policy_is_parsed_on_every_run(policy_file: PolicyFile, write_config,
+                                          cache_dir: Path) -> None:
+    """The config's parse is kept in the cache's state directory (test_parsed_config.py);
+    the policy's never is: that directory is the environment's to move."""
+    config = write_config('chain = ["env"]\n')
+    policy_file.write('[backends]\nallowed_types = ["env"]\n')
+    for _ in range(2):
+        assert result() == (0, KEY + "\n", "")
+    records = sorted((cache_dir / "state").glob("parsed-*"))
+    content = hashlib.sha256(config.read_bytes()).hexdigest()
+    assert [parsed_record_value(r.read_bytes(), content) for r in records] == [
+        {"chain": ["env"]}]
+    policy_file.write('[backends]\nallowed_types = ["keyring"]\n')  # and it applies at once
+    refusal = f"backend type 'env' is not allowed by {POLICY} (allowed: keyring)"
+    assert result() == config_error(f"{config}: chain", refusal)
 
 
 @as_root
