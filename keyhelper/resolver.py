@@ -63,7 +63,9 @@ class Run:
         self.env = env
         self.now = now
         self.settings = config.load(selection, env)
-        self.deadline = time.monotonic() + float(self.settings.setting("deadline"))
+        # One deadline for the whole run, the lean path's wait for another process included.
+        self.deadline = (time.monotonic() + float(self.settings.setting("deadline"))
+                         - selection.waited)
         self.use_cache = not selection.no_cache and env.get("KEYHELPER_NO_CACHE") != "1"
         self.cache: FileCache | None = None
         self.cache_problem: str | None = None

@@ -45,7 +45,7 @@ _DIR_FD = oslite.DIR_FD
 class Selection:
     """What the command line selects: the chain and where its configuration lives."""
 
-    __slots__ = ("backends", "config", "no_cache", "profile", "shape", "verbose")
+    __slots__ = ("backends", "config", "no_cache", "profile", "shape", "verbose", "waited")
 
     def __init__(self, backends: "Sequence[str]" = (), profile: str | None = None,
                  config: str | None = None, no_cache: bool = False, verbose: bool = False,
@@ -57,6 +57,9 @@ class Selection:
         self.verbose = verbose
         # "" prints the bare key; else a hook's output shape (keyhelper.base.shapes.SHAPES)
         self.shape = shape
+        # Seconds this process already waited on the lean path for another's fetch
+        # (keyhelper.cachepolicy.wait_turn): the full path's deadline counts them.
+        self.waited = 0.0
 
 
 # The output shapes of Claude Code's other hooks (keyhelper.base.shapes), given as a command.

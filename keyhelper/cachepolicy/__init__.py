@@ -235,6 +235,7 @@ def wait_turn(selection: "Selection", env: "Mapping[str, str]",
         announce(fd, time.time() + FIRST_TURN)
         hand_over(path, fd)
         return None
+    began = time.monotonic()
     try:
         delay = POLL_FIRST
         unannounced = None
@@ -257,3 +258,5 @@ def wait_turn(selection: "Selection", env: "Mapping[str, str]",
                     unlock(fd)
     finally:
         oslite.native.close(fd)
+        # The run has one deadline: time spent here is not given again to the full path.
+        selection.waited = time.monotonic() - began
