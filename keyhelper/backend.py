@@ -313,7 +313,7 @@ class Backend(abc.ABC):
                 result[opt_name] = spec.default
                 continue
             value = options[opt_name]
-            problem = option_problem(value, spec, type(value).__name__)
+            problem = option_problem(value, spec, type_name(value))
             if problem is not None:
                 where, message = problem
                 raise ConfigError(message, source=source, key=f"{key}.{opt_name}{where}")
@@ -387,6 +387,12 @@ def aws_credentials(access_key_id: str, secret_access_key: str, session_token: s
 
 def option_fits(value: Any, spec: Option) -> bool:
     return option_problem(value, spec, "") is None
+
+
+def type_name(value: Any) -> str:
+    """A configuration value's type in the config file's words ("an integer", "a table")."""
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
 
 
 def option_problem(value: Any, spec: Option, got: str) -> tuple[str, str] | None:

@@ -11,7 +11,7 @@ import os
 import stat
 import sys
 
-from keyhelper.backend import Option, option_problem
+from keyhelper.backend import Option, option_problem, type_name
 from keyhelper.base import records
 from keyhelper.base.files import MAX_FILE_BYTES, read_in_private_dir, write_private
 from keyhelper.errors import ConfigError
@@ -246,7 +246,7 @@ def check_table(table: Mapping[str, Any], schema: Mapping[str, Option], *, sourc
         if spec is None:
             raise ConfigError(f"unknown key (expected one of: {', '.join(sorted(schema))})",
                               source=source, key=where)
-        problem = option_problem(value, spec, _type_name(value))
+        problem = option_problem(value, spec, type_name(value))
         if problem is not None:
             inside, message = problem
             raise ConfigError(message, source=source, key=where + inside)
@@ -262,11 +262,6 @@ def check_audit(table: Mapping[str, Any], *, source: str) -> None:
                                   or not os.path.isabs(os.path.expanduser(value))):
             raise ConfigError("expected an absolute path (or one starting with ~/)",
                               source=source, key=f"audit.{key}")
-
-
-def _type_name(value: Any) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
-            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
 
 
 # --- the parsed file, kept between runs ---------------------------------------------------

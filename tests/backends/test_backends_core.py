@@ -206,9 +206,9 @@ def test_command_timeout_and_deadline() -> None:
 
 @pytest.mark.parametrize(("options", "message"), [
     ({}, "backends.b.command: missing; expected a list of strings"),
-    ({"command": "op read x"}, "backends.b.command: expected a list of strings, got str"),
-    ({"command": ["op", 1]}, "backends.b.command: expected a list of strings, got list"),
-    ({"command": ["op"], "timeout": "5"}, "backends.b.timeout: expected a number, got str"),
+    ({"command": "op read x"}, "backends.b.command: expected a list of strings, got a string"),
+    ({"command": ["op", 1]}, "backends.b.command: expected a list of strings, got a list"),
+    ({"command": ["op"], "timeout": "5"}, "backends.b.timeout: expected a number, got a string"),
     ({"command": ["op"], "shell": True}, "backends.b.shell: unknown option (known: command, "
                                          "env, timeout)"),
 ])

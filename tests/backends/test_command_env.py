@@ -97,7 +97,7 @@ def test_a_named_variable_that_is_not_set_is_left_out(write_config: Any, tmp_pat
 
 
 @pytest.mark.parametrize(("value", "message"), [
-    ('"AWS_PROFILE"', "expected a list of strings, got str"),
+    ('"AWS_PROFILE"', "expected a list of strings, got a string"),
     ('["A=B"]', "not an environment variable name: 'A=B'"),
     ('["A,B"]', "not an environment variable name: 'A,B'"),
     ('["A B"]', "not an environment variable name: 'A B'"),

@@ -531,7 +531,7 @@ CONFIG_ERRORS = [
      "not a valid template (expected '}' before end of string); write {{ and }} for literal "
      "braces"),
     ('key_file = "/k"\naudience = 3\n', "backends.jwt.audience",
-     "expected a string or a list, got int"),
+     "expected a string or a list, got an integer"),
     ('key_file = "/k"\naudience = ["a", 3]\n', "backends.jwt.audience",
      "expected a string or a list of strings"),
 ]

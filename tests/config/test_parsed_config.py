@@ -151,7 +151,7 @@ def test_a_symlinked_record_is_not_used(config: Path, cache_dir: Path, tmp_path:
     ("ttl = 0\n", "{path}: ttl: expected a positive number of seconds"),
     ("chain = [\n", "{path}: not valid TOML (Invalid value (at end of document))"),
     ('[backends.k]\ntype = "env"\nvar = 3\n',
-     "{path}: backends.k.var: expected a string, got int"),
+     "{path}: backends.k.var: expected a string, got an integer"),
 ])
 def test_errors_read_the_same_on_every_run(write_config, cache_dir: Path, text: str,
                                            expected: str) -> None:
