@@ -287,8 +287,11 @@ def test_vault_state_is_private_whatever_the_umask(mask: int, seeded: Seeded,
     result = run(env={"VAULT_ADDR": openbao.addr}, mask=mask)
     assert (result.returncode, result.stdout, result.stderr) == (0, REAL + "\n", "")
     state = cache_dir / "state"
-    made = sorted(p.name.split("-")[1] for p in state.iterdir() if p.name != INDEX_NAME)
+    made = sorted(p.name.split("-")[1] for p in state.iterdir()
+                  if p.name != INDEX_NAME and not p.name.startswith("parsed-"))
     assert made == ["login", "mount"]
+    # The config's parse, kept between runs (keyhelper.configfile): private like the rest.
+    assert len([p for p in state.iterdir() if p.name.startswith("parsed-")]) == 1
     assert (state / INDEX_NAME).exists()  # the entry-point index: private like the rest
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     assert all(private_file(p) for p in state.iterdir())
