@@ -135,6 +135,16 @@ class VaultStatus(Exception):
         return self.status == 503 and any("sealed" in e.lower() for e in self.errors)
 
     @property
+    def transient(self) -> bool:
+        """Worth another try: 5xx, 429, or the 400 a KV v2 mount answers for a moment on a
+        node that just became active ("Waiting for the primary to upgrade from
+        non-versioned to versioned data ... will resume service when the primary is
+        finished"), seen after a leader's death."""
+        return self.status in RETRY_STATUSES or (
+            self.status == 400 and any("upgrade from non-versioned to versioned" in e
+                                       for e in self.errors))
+
+    @property
     def no_route(self) -> bool:
         """404 because no secrets engine is mounted there (not just a missing secret)."""
         return any("no handler for route" in e for e in self.errors)
@@ -186,7 +196,7 @@ class VaultHttp:
             try:
                 body = self._once(method, path, token=token, json=json, params=params)
             except VaultStatus as exc:
-                if exc.status not in RETRY_STATUSES or (exc.sealed and len(self.nodes) == 1):
+                if not exc.transient or (exc.sealed and len(self.nodes) == 1):
                     raise
                 failure: Exception = exc
                 refused += exc.sealed  # as hopeless as a node that is down
