@@ -162,14 +162,12 @@ def shape_output(selection: Selection, env: Mapping[str, str]) -> str:
     found = read_shapes(settings)
     save_shapes(selection, env, found)
     profile = shapes.mapped(selection, found, env)
-    waited = selection.waited
     if profile is not None:
         selection = Selection((), profile, selection.config, selection.no_cache,
                               selection.verbose, selection.shape)
     if shapes.desktop_setup_test(selection, env):
         selection = Selection(selection.backends, selection.profile, selection.config, True,
                               selection.verbose, selection.shape)
-    selection.waited = waited
     result = resolve(selection, env)
     return render(selection, result.token.value, found)
 

@@ -151,7 +151,7 @@ def _run_spawned(argv: Sequence[str], env: Mapping[str, str],
             # be held on by a daemon the command leaves behind.
             *((os.POSIX_SPAWN_CLOSE, fd) for fd in inherited)]
         # What subprocess's restore_signals puts back: Python ignores SIGPIPE.
-        restore = [getattr(_signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ")
+        restore = [getattr(_signal, name) for name in ("SIGPIPE", "SIGXFSZ")
                    if hasattr(_signal, name)]
         # As execvp and subprocess: each directory of $PATH in turn; when none can run it,
         # the first error other than "not there" (e.g. not executable) is the one raised.
