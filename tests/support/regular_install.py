@@ -31,9 +31,15 @@ class Install:
     def launcher(self) -> Path:
         return self.site_packages / "keyhelper" / "launcher.py"
 
+    @property
+    def compiled(self) -> Path:
+        """pip's compiled copy of the launcher, which setup names when it is current."""
+        tag = sys.implementation.cache_tag
+        return self.site_packages / "keyhelper" / "__pycache__" / f"launcher.{tag}.pyc"
+
     def lean(self, *args: str) -> list[str]:
         """The command `setup claude-code` writes for this install."""
-        return [self.python, "-I", "-S", str(self.launcher), *args]
+        return [self.python, "-I", "-S", str(self.compiled), *args]
 
 
 def make_install(base: Path) -> Install:
@@ -55,3 +61,13 @@ def make_install(base: Path) -> Install:
     site_packages = venv / "lib" / version / "site-packages"
     (site_packages / "zz-test-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return Install(venv, python, str(venv / "bin" / "keyhelper"), site_packages)
+
+
+def copy_install(install: Install, base: Path) -> Install:
+    """A copy of ``install`` to change files in (times kept: pip's .pyc files stay current);
+    its console script still names the original's python: run ``python -m keyhelper``."""
+    venv = base / "venv"
+    shutil.copytree(install.venv, venv, symlinks=True)
+    site_packages = venv / install.site_packages.relative_to(install.venv)
+    return Install(venv, str(venv / "bin" / "python"), str(venv / "bin" / "keyhelper"),
+                   site_packages)
