@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from fixtures_keyring import SecretService
-from helpers import keyhelper
+from helpers import SITECUSTOMIZE, keyhelper
 
 from keyhelper.base import records as kentry
 from keyhelper.base.files import Selection
@@ -306,10 +306,7 @@ def test_a_hit_on_a_keyring_key_never_loads_keyring(secret_service: SecretServic
     assert keyhelper(env=secret_service.env).stdout == KEY + "\n"  # fetched, now cached
     hook = tmp_path / "hook"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(
-        "import atexit, os, sys\n"
-        "atexit.register(lambda: open(os.environ['MODULES_OUT'], 'w').write("
-        "'\\n'.join(sorted(sys.modules))))\n")
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
     out = tmp_path / "modules.txt"
     hit = keyhelper(env={**secret_service.env, "PYTHONPATH": str(hook),
                          "MODULES_OUT": str(out)})

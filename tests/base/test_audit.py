@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from countingcmd import counting_command
-from helpers import keyhelper
+from helpers import SITECUSTOMIZE, keyhelper
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -84,10 +84,6 @@ def test_a_cache_hit_on_the_lean_path_writes_a_hit_line(write_config, counted: A
     assert without_time_and_pid(lines(log)[1]) == expected("counted", "hit", counted.key)
 
 
-SITECUSTOMIZE = """\
-import atexit, os, sys
-atexit.register(lambda: open(os.environ["MODULES_OUT"], "w").write("\\n".join(sys.modules)))
-"""
 
 
 def test_an_audited_hit_stays_on_the_lean_path(write_config, counted: Any,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from countingcmd import counting_command
-from helpers import SCRIPT, keyhelper
+from helpers import SCRIPT, SITECUSTOMIZE, keyhelper
 
 from keyhelper.base import records as kentry
 from keyhelper.base.files import Selection
@@ -91,15 +91,6 @@ def test_30_processes_on_a_cold_cache_make_one_backend_call(write_config, tmp_pa
     assert source.calls == 1
 
 
-PER_PROCESS_HOOK = """\
-import atexit, os, sys
-
-def _dump():
-    with open(os.environ["MODULES_OUT"] + "." + str(os.getpid()), "w") as out:
-        out.write("\\n".join(sorted(sys.modules)))
-
-atexit.register(_dump)
-"""
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc (Linux)")
@@ -110,14 +101,15 @@ def test_a_cold_burst_waits_on_the_lean_path(write_config, tmp_path: Path,
     path and serve the entry it stored."""
     hook = tmp_path / "hook"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(PER_PROCESS_HOOK)
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
     out = tmp_path / "modules"
     gate = tmp_path / "gate"
     os.mkfifo(gate)
     source = counting_command(tmp_path, gate=gate)
     write_config("deadline = 60\n" + source.toml("vault", timeout=60))
     lock = cache_dir / (kentry.entry_key(Selection(("vault",)), os.environ) + ".lock")
-    env = {**os.environ, "PYTHONPATH": str(hook), "MODULES_OUT": str(out)}
+    env = {**os.environ, "PYTHONPATH": str(hook), "MODULES_OUT": str(out),
+           "MODULES_PER_PID": "1"}
     procs = [subprocess.Popen([SCRIPT, "--backend", "vault"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=env) for _ in range(PROCESSES)]

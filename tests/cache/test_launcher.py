@@ -34,10 +34,11 @@ HIT_MODULES = sorted({"keyhelper", "keyhelper.console", "keyhelper.cachepolicy",
 # Run a launcher as Python runs it (its code object, __file__ and argv) and, at exit, list
 # the keyhelper modules loaded and what each looks like.
 LIST_MODULES = """
-import atexit, json, marshal, sys
+import atexit, json, marshal, posix, sys
 launcher = sys.argv[1]
 sys.argv = sys.argv[1:]
-def show():
+exit_now = posix._exit  # a hit leaves through it (keyhelper.console.served)
+def show(code=None):
     found = {}
     for name, module in sys.modules.items():
         if name.split(".")[0] != "keyhelper":
@@ -47,8 +48,13 @@ def show():
                        "loader": type(module.__loader__).__name__, "file": module.__file__,
                        "cached": module.__cached__, "package": module.__package__,
                        "path": getattr(module, "__path__", None)}
-    sys.stderr.write(json.dumps(found) + "\\n")
+    how = "atexit" if code is None else f"posix._exit({code})"
+    sys.stderr.write(json.dumps({"modules": found, "exit": how}) + "\\n")
+    sys.stderr.flush()
+    if code is not None:
+        exit_now(code)
 atexit.register(show)
+posix._exit = show
 with open(launcher, "rb") as file:
     data = file.read()
 code = marshal.loads(data[16:]) if launcher.endswith(".pyc") else compile(data, launcher, "exec")
@@ -79,10 +85,13 @@ def imported(python: str, argv: list[str]) -> tuple[Run, set[str]]:
 
 def loaded_modules(install: Install, launcher: Path, *args: str) -> tuple[Run, dict[str, dict]]:
     """Run ``launcher`` without site (as the command setup writes); the keyhelper modules
-    it had loaded at exit (the last line of stderr, which it leaves out of the result)."""
+    it had loaded at exit (the last line of stderr, which it leaves out of the result). A
+    hit leaves through posix._exit once its key is out: no tear-down of the interpreter."""
     result = run([install.python, "-I", "-S", "-c", LIST_MODULES, str(launcher), *args])
     *rest, last = result.stderr.splitlines()
-    return Run(result.returncode, result.stdout, "".join(f"{r}\n" for r in rest)), json.loads(last)
+    report = json.loads(last)
+    assert report["exit"] == "posix._exit(0)"
+    return Run(result.returncode, result.stdout, "".join(f"{r}\n" for r in rest)), report["modules"]
 
 
 def test_setup_writes_the_launcher_for_a_regular_install(regular: Install,

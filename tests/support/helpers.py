@@ -62,14 +62,25 @@ def _communicate_keep_stdin(proc: subprocess.Popen[str], timeout: float) -> tupl
     return result.get("out", ""), result.get("err", "")
 
 
+# A sitecustomize that writes the process's modules to $MODULES_OUT (with $MODULES_PER_PID:
+# $MODULES_OUT.<pid>) when it ends: through atexit, or through posix._exit, by which a hit
+# leaves once its key is out (keyhelper.console.served).
 SITECUSTOMIZE = """\
-import atexit, os, sys
+import atexit, os, posix, sys
 
 def _dump():
-    with open(os.environ["MODULES_OUT"], "w") as out:
+    name = os.environ["MODULES_OUT"]
+    if os.environ.get("MODULES_PER_PID"):
+        name += "." + str(os.getpid())
+    with open(name, "w") as out:
         out.write("\\n".join(sorted(sys.modules)))
 
+def _dump_and_exit(code, _exit=posix._exit):
+    _dump()
+    _exit(code)
+
 atexit.register(_dump)
+posix._exit = _dump_and_exit
 """
 
 
