@@ -60,6 +60,13 @@ class CommandBackend(Backend):
     @classmethod
     def validate(cls, options: Mapping[str, Any], *, source: str, key: str) -> dict[str, Any]:
         result = super().validate(options, source=source, key=key)
+        program = result["command"][0] if result["command"] else ""
+        if os.path.dirname(program) and not os.path.isabs(program):
+            # It would be looked up in keyhelper's working directory: the project Claude
+            # Code has open, whose files are not to be run.
+            raise ConfigError(f"command {program!r} is a relative path; give its absolute "
+                              "path, or a name found on PATH", source=source,
+                              key=f"{key}.command")
         for name in result["env"]:
             # Names travel in cache entries (comma-separated, one line, ASCII).
             if not name or not all("!" <= ch <= "~" and ch not in "=," for ch in name):
@@ -187,16 +194,23 @@ def _run_spawned(argv: Sequence[str], env: Mapping[str, str],
 
 
 def _candidates(program: str, env: Mapping[str, str]) -> list[str]:
-    """Where ``program`` may be, in order: itself when it names a directory, else each
-    directory of the command's $PATH holding a file of that name."""
+    """Where ``program`` may be, in order: itself when it names a directory (absolute:
+    validate refuses a relative one), else each absolute directory of the command's $PATH
+    holding a file of that name (on Windows with each of $PATHEXT's extensions too). A
+    relative entry ("", ".", "bin") is skipped, as Go's exec.LookPath refuses it: it would
+    name keyhelper's working directory, the project Claude Code has open."""
     if os.path.dirname(program):
         return [program]
     # os.get_exec_path(env), without the warnings module it imports for a bytes $PATH
     path = env.get("PATH")
     directories = (os.defpath if path is None else path).split(os.pathsep)
-    paths = [os.path.join(directory, program) for directory in directories]
-    found = [path for path in paths if os.path.exists(path)]
-    return found or paths[:1]
+    names = [program]
+    if not _POSIX and "." not in program:  # pragma: no cover - Windows
+        extensions = env.get("PATHEXT") or ".COM;.EXE;.BAT;.CMD"
+        names = [program + ext for ext in extensions.split(os.pathsep) if ext]
+    return [os.path.join(directory, name) for directory in directories
+            if os.path.isabs(directory) for name in names
+            if os.path.isfile(os.path.join(directory, name))]
 
 
 def _inherited_fds() -> list[int] | None:
@@ -265,10 +279,20 @@ def _run_subprocess(argv: Sequence[str], env: Mapping[str, str],
                     timeout: float) -> tuple[int, bytes, bytes]:
     import subprocess
 
-    # Its own process group, so that a timeout kills what it started too (a shell
+    # By its absolute path: Windows' CreateProcess would look in the working directory
+    # first. Its own process group, so that a timeout kills what it started too (a shell
     # script's children would otherwise outlive it).
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, start_new_session=_POSIX)
+    error: OSError = FileNotFoundError(2, "No such file or directory", argv[0])
+    for index, path in enumerate(_candidates(argv[0], env)):
+        try:
+            proc = subprocess.Popen(argv, executable=path, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                    start_new_session=_POSIX)
+            break
+        except OSError as exc:  # as the spawn above: the first one that cannot run says why
+            error = exc if index == 0 else error
+    else:
+        raise error
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -20,7 +20,7 @@ from keyhelper_plugins.command import CommandBackend
 from keyhelper.backend import Context
 from keyhelper.base import files as kpaths
 from keyhelper.base import records as kentry
-from keyhelper.errors import BackendError
+from keyhelper.errors import BackendError, ConfigError
 
 KEY = "sk-ant-Spawn_0123456789abcdef"
 PROC_STATUS = Path("/proc/self/status")
@@ -81,6 +81,38 @@ def test_a_directory_that_cannot_run_it_does_not_hide_one_that_can(tmp_path: Pat
     with pytest.raises(BackendError) as caught:
         fetch(["mytool"], {"PATH": str(tmp_path / "none")})
     assert caught.value.message == "command not found: mytool"
+
+
+@pytest.mark.parametrize("start", ["posix_spawn", "subprocess"])
+def test_path_entries_relative_to_the_working_directory_are_skipped(
+        start: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Claude Code runs keyhelper in the project it has open: an empty, "." or relative
+    $PATH entry would run the project's own `mytool` (as Go's exec.LookPath refuses)."""
+    if start == "subprocess":
+        monkeypatch.setattr(command, "_run_spawned", _no_spawn)
+    project = tmp_path / "project"
+    ran = tmp_path / "ran"
+    tool(project, f"touch {ran}; echo sk-from-the-project")
+    tool(project / "bin", f"touch {ran}; echo sk-from-the-project")
+    monkeypatch.chdir(project)
+    for path in ("", ":", ".", "bin", f".:{tmp_path / 'none'}"):
+        with pytest.raises(BackendError) as caught:
+            fetch(["mytool"], {"PATH": path})
+        assert caught.value.message == "command not found: mytool", path
+    tool(tmp_path / "tools", f"echo {KEY}")
+    assert fetch(["mytool"], {"PATH": f".::bin:{tmp_path / 'tools'}"}) == KEY
+    assert not ran.exists()
+
+
+@pytest.mark.parametrize("program", ["./mytool", "bin/mytool", "../mytool"])
+def test_a_relative_command_path_is_refused(program: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        CommandBackend.validate({"command": [program, "--print"]}, source="test.toml",
+                                key="backends.c")
+    assert str(caught.value) == ("config error: test.toml: backends.c.command: command "
+                                 f"{program!r} is a "
+                                 "relative path; give its absolute path, or a name found on "
+                                 "PATH")
 
 
 def test_without_posix_spawn_subprocess_runs_it(monkeypatch: pytest.MonkeyPatch,
