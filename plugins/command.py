@@ -283,7 +283,10 @@ def _run_subprocess(argv: Sequence[str], env: Mapping[str, str],
     # first. Its own process group, so that a timeout kills what it started too (a shell
     # script's children would otherwise outlive it).
     error: OSError = FileNotFoundError(2, "No such file or directory", argv[0])
-    for index, path in enumerate(_candidates(argv[0], env)):
+    # A path (absolute: validate) as given: Windows adds ".exe" to it, not to executable=.
+    found: list[str | None] = [None] if os.path.dirname(argv[0]) else [
+        *_candidates(argv[0], env)]
+    for index, path in enumerate(found):
         try:
             proc = subprocess.Popen(argv, executable=path, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
