@@ -202,15 +202,22 @@ def _candidates(program: str, env: Mapping[str, str]) -> list[str]:
     if os.path.dirname(program):
         return [program]
     # os.get_exec_path(env), without the warnings module it imports for a bytes $PATH
-    path = env.get("PATH")
+    path = _variable(env, "PATH")
     directories = (os.defpath if path is None else path).split(os.pathsep)
     names = [program]
     if not _POSIX and "." not in program:  # pragma: no cover - Windows
-        extensions = env.get("PATHEXT") or ".COM;.EXE;.BAT;.CMD"
+        extensions = _variable(env, "PATHEXT") or ".COM;.EXE;.BAT;.CMD"
         names = [program + ext for ext in extensions.split(os.pathsep) if ext]
     return [os.path.join(directory, name) for directory in directories
             if os.path.isabs(directory) for name in names
             if os.path.isfile(os.path.join(directory, name))]
+
+
+def _variable(env: Mapping[str, str], name: str) -> str | None:
+    """$name in ``env``; on Windows whatever its case (``Path`` is common there)."""
+    if _POSIX:
+        return env.get(name)
+    return next((value for key, value in env.items() if key.upper() == name), None)
 
 
 def _inherited_fds() -> list[int] | None:

@@ -351,3 +351,19 @@ def test_the_refresh_child_is_created_detached_retrying_inside_the_job(
     script = windows.script("spawn.py", SPAWN)
     run = windows.run(windows.python, "-X", "utf8", script, windows_path(tmp_path), mode)
     assert (run.returncode, run.stdout, run.stderr) == (0, printed, "")
+
+
+def test_a_command_by_name_is_found_on_the_absolute_path(windows: Windows,
+                                                         tmp_path: Path) -> None:
+    """A bare `command[0]` is looked up in the absolute directories of the command's Path
+    (whatever its case) with PATHEXT's extensions and started by that absolute path:
+    CreateProcess itself would look in the working directory first."""
+    tool = windows.python.parent / "mytool.exe"  # beside python.exe: its DLLs are there
+    tool.write_bytes(windows.python.read_bytes())
+    config = tmp_path / "config.toml"
+    argv = ["mytool", "-c", "import sys; print('sk-' + sys.executable.rsplit(chr(92))[-1])"]
+    config.write_text(f'[backends.src]\ntype = "command"\ncommand = {json.dumps(argv)}\n')
+    run = windows.run(windows.launcher, "--config", windows_path(config), "--no-cache",
+                      "-b", "src", KEYHELPER_CACHE_DIR=windows_path(tmp_path / "cache"),
+                      WINEPATH=windows_path(tool.parent))
+    assert (run.returncode, run.stdout) == (0, "sk-mytool.exe\n"), run.stderr
