@@ -44,7 +44,7 @@ def preload() -> None:
         module = sys.modules[name] = module_from_spec(spec)
         try:
             exec(code, module.__dict__)  # noqa: S102 - the import system's step, done here
-        except BaseException:  # imported again, it fails as it fails
+        except Exception:  # imported again, it fails as it fails
             del sys.modules[name]
             return
         parent, _, child = name.rpartition(".")
