@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from keyhelper.base.files import Selection
 
-__all__ = ["guarded", "no_core_dumps", "run_get", "setup_logging"]
+__all__ = ["guarded", "leave_the_project", "no_core_dumps", "run_get", "setup_logging"]
 
 MAX_STDERR = 480  # Claude Code shows stderr cut at 500 characters
 
@@ -34,6 +34,22 @@ def no_core_dumps() -> None:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     except (ValueError, OSError):  # a sandbox that forbids it
         return
+
+
+def leave_the_project(selection: Selection) -> None:
+    """Claude Code runs keyhelper in the project it has open. The full path, and whatever it
+    starts (a command backend's program, a sign-in), runs from ``/`` instead (the drive's
+    root on Windows), as the refresh child does; the paths given relative to where keyhelper
+    was started (--config, $KEYHELPER_CONFIG, $KEYHELPER_CACHE_DIR) are made absolute first,
+    so they name what they named."""
+    from keyhelper.base import oslite
+
+    if selection.config:
+        selection.config = oslite.abspath(oslite.expanduser(selection.config))
+    for name in ("KEYHELPER_CONFIG", "KEYHELPER_CACHE_DIR"):
+        if os.environ.get(name):
+            os.environ[name] = oslite.abspath(oslite.expanduser(os.environ[name]))
+    os.chdir(os.path.splitdrive(sys.executable)[0] + "\\" if os.name == "nt" else "/")
 
 
 def guarded(verbose: bool, action: Callable[[], int]) -> int:
@@ -75,6 +91,7 @@ class _RedactingStream:
 def run_get(selection: Selection) -> int:
     """``keyhelper [selection options]``: print one key, or explain on stderr and exit non-zero."""
     setup_logging(selection.verbose)
+    leave_the_project(selection)
 
     def action() -> int:
         from keyhelper.resolver import resolve

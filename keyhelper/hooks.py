@@ -14,7 +14,7 @@ import os
 import sys
 
 from keyhelper import config
-from keyhelper.app import guarded, setup_logging
+from keyhelper.app import guarded, leave_the_project, setup_logging
 from keyhelper.backend import aws_credentials
 from keyhelper.base import shapes
 from keyhelper.base.files import Selection, read_in_private_dir, write_private
@@ -175,6 +175,7 @@ def shape_output(selection: Selection, env: Mapping[str, str]) -> str:
 def run_shape(selection: Selection) -> int:
     """Print the key in the selection's shape, or explain on stderr (stdout stays empty)."""
     setup_logging(selection.verbose)
+    leave_the_project(selection)
 
     def action() -> int:
         out = shape_output(selection, os.environ)

@@ -146,7 +146,7 @@ def cache_dir(env: "Mapping[str, str]") -> str:
     """$KEYHELPER_CACHE_DIR, else $XDG_RUNTIME_DIR/keyhelper (Linux: per-user tmpfs),
     else $XDG_CACHE_HOME/keyhelper, else the platform's user cache directory."""
     if env.get("KEYHELPER_CACHE_DIR"):
-        return oslite.abspath(env["KEYHELPER_CACHE_DIR"])
+        return oslite.abspath(oslite.expanduser(env["KEYHELPER_CACHE_DIR"]))
     for var in ("XDG_RUNTIME_DIR", "XDG_CACHE_HOME"):
         if _absolute(env, var):
             return oslite.join(env[var], APP)

@@ -11,6 +11,7 @@ import none of the planted modules.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -121,3 +122,34 @@ def test_the_windows_command_line_quotes_as_list2cmdline_does(args: list[str]) -
     argument unquoted or quote it, it does the same (arguments with a double quote it
     always quotes: the wine tests round-trip those through a real Windows argv)."""
     assert spawn.quote_windows(args) == subprocess.list2cmdline(args)
+
+
+WHERE = ["/bin/sh", "-c", 'echo "sk-from-$(pwd)"; echo x >> "$0"']
+
+
+def where_config(counter: Path) -> str:
+    return (f'[backends.where]\ntype = "command"\n'
+            f'command = {json.dumps([*WHERE[:2], WHERE[2], str(counter)])}\n')
+
+
+def test_the_full_path_runs_its_command_outside_the_project(tmp_path: Path,
+                                                             isolated_env: Path) -> None:
+    """Claude Code runs keyhelper in the project it has open: a miss, plain or in a hook's
+    shape, starts its command in / (a git, npx or `python -m` there would read the
+    project), and the paths given relative to the project still name what they named."""
+    project = tmp_path / "project"
+    project.mkdir()
+    counter = tmp_path / "calls"
+    (project / "rel.toml").write_text(where_config(counter))
+    for args, env in [(("--config", "rel.toml"), {}),
+                      ((), {"KEYHELPER_CONFIG": "rel.toml"}),
+                      (("-c", "./rel.toml"), {"KEYHELPER_CACHE_DIR": "cache"})]:
+        for _ in range(2):  # a miss, then a hit on the entry it stored
+            run = keyhelper(*args, "-b", "where", env=env, cwd=str(project))
+            assert (run.returncode, run.stdout, run.stderr) == (0, "sk-from-/\n", ""), args
+    assert counter.read_text() == "x\n" * 2  # one fetch per cache: one config, by two names
+    assert sorted(p.name for p in project.iterdir()) == ["cache", "rel.toml"]
+    headers = keyhelper("headers", "--config", "rel.toml", "-b", "where", "--no-cache",
+                        cwd=str(project))
+    assert (headers.returncode, headers.stdout) == (
+        0, '{"Authorization":"Bearer sk-from-/"}\n')
