@@ -12,14 +12,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from cache_entry import entry_path, wait_for_refresh_lock
+from cache_entry import wait_for_refresh_lock, write_due_entry
 from helpers import keyhelper
 from keyhelper_plugins import command
 from keyhelper_plugins.command import CommandBackend
 
 from keyhelper.backend import Context
-from keyhelper.base import files as kpaths
-from keyhelper.base import records as kentry
 from keyhelper.errors import BackendError, ConfigError
 
 KEY = "sk-ant-Spawn_0123456789abcdef"
@@ -136,12 +134,7 @@ def test_a_daemon_the_command_leaves_does_not_hold_the_refresh_lock(tmp_path: Pa
     pid_file = tmp_path / "daemon.pid"
     write_config('chain = ["src"]\n[backends.src]\ntype = "command"\ncommand = ["sh", "-c", '
                  f'"sleep 60 </dev/null >/dev/null 2>&1 & echo $! > {pid_file}; echo key-new"]\n')
-    now = time.time()
-    entry = kentry.Entry("key-old", "src", now, now + 300, now - 1, None, [],
-                         kentry.env_digest([], os.environ))
-    Path(kpaths.cache_dir(os.environ)).mkdir(mode=0o700)
-    entry_path().write_bytes(entry.serialize())
-    entry_path().chmod(0o600)
+    write_due_entry()
     try:
         run = keyhelper()  # a hit due for refresh: served, and the refresh child started
         assert (run.returncode, run.stdout, run.stderr) == (0, "key-old\n", "")

@@ -15,17 +15,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from cache_entry import entry_path, wait_for_refresh_lock
+from cache_entry import entry_path, wait_for_refresh_lock, write_due_entry
 from countingcmd import counting_command
 from helpers import keyhelper
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keyhelper.base import files as kpaths
-from keyhelper.base import records as kentry
 from keyhelper.base import spawn
 
 PLANT = "import os; open(os.path.join({marker!r}, {name!r}), 'w').close()\n"
@@ -56,13 +53,7 @@ def test_refresh_child_ignores_the_working_directory(tmp_path: Path, write_confi
     plant_repository(repo, markers)
     fresh = counting_command(tmp_path, key="key-new", name="fresh")
     write_config('chain = ["src"]\n' + fresh.toml("src"))
-    now = time.time()
-    entry = kentry.Entry("key-old", "src", now, now + 300, now - 1, None, [],
-                        kentry.env_digest([], os.environ))
-    cache = Path(kpaths.cache_dir(os.environ))
-    cache.mkdir(mode=0o700)
-    entry_path().write_bytes(entry.serialize())
-    entry_path().chmod(0o600)
+    write_due_entry()
 
     run = keyhelper(cwd=str(repo))
     assert (run.returncode, run.stdout, run.stderr) == (0, "key-old\n", "")
@@ -93,12 +84,7 @@ def test_a_child_that_takes_the_lock_itself_refreshes_only_when_it_is_free(
     refreshes under it. Run here on flock; under wine in tests/portability."""
     fresh = counting_command(tmp_path, key="key-new", name="fresh")
     write_config('chain = ["src"]\n' + fresh.toml("src"))
-    now = time.time()
-    entry = kentry.Entry("key-old", "src", now, now + 300, now - 1, None, [],
-                         kentry.env_digest([], os.environ))
-    Path(kpaths.cache_dir(os.environ)).mkdir(mode=0o700)
-    entry_path().write_bytes(entry.serialize())
-    entry_path().chmod(0o600)
+    now = write_due_entry()
     child = [sys.executable, "-I", "-m", spawn.CHILD_MODULE, spawn.TAKE_LOCK, repr(now), "--"]
     fd = os.open(entry_path().with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -31,12 +31,19 @@ class LateBackend(Backend):
 """
 
 
+def logging_plugin(site: Path, write_config, name: str, entry_points: dict[str, str],
+                   source: str) -> dict[str, str]:
+    """Install plugin ``name`` (its module ``source``) into ``site`` beside an env backend
+    "source" holding SECRET; the environment that runs it."""
+    make_distribution(site, name, "1.0", entry_points, source)
+    write_config('[backends.source]\ntype = "env"\nvar = "SOURCE_KEY"\n')
+    return {"PYTHONPATH": str(site), "SOURCE_KEY": SECRET}
+
+
 @pytest.fixture
 def late_env(tmp_path: Path, write_config) -> dict[str, str]:
-    make_distribution(tmp_path / "site", "lateplug", "1.0", {"late": "lateplug:LateBackend"},
-                      LATE_LOGGER)
-    write_config('[backends.source]\ntype = "env"\nvar = "SOURCE_KEY"\n')
-    return {"PYTHONPATH": str(tmp_path / "site"), "SOURCE_KEY": SECRET}
+    return logging_plugin(tmp_path / "site", write_config, "lateplug",
+                          {"late": "lateplug:LateBackend"}, LATE_LOGGER)
 
 
 def fp(value: str) -> str:
@@ -79,10 +86,8 @@ class LazyBackend(Backend):
 
 @pytest.fixture
 def lazy_env(tmp_path: Path, write_config) -> dict[str, str]:
-    make_distribution(tmp_path / "site", "lazyplug", "1.0", {"lazy": "lazyplug:LazyBackend"},
-                      LAZY_LOGGER)
-    write_config('[backends.source]\ntype = "env"\nvar = "SOURCE_KEY"\n')
-    return {"PYTHONPATH": str(tmp_path / "site"), "SOURCE_KEY": SECRET}
+    return logging_plugin(tmp_path / "site", write_config, "lazyplug",
+                          {"lazy": "lazyplug:LazyBackend"}, LAZY_LOGGER)
 
 
 def test_the_contracts_logger_without_verbose(lazy_env: dict[str, str]) -> None:

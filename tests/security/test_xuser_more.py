@@ -5,11 +5,11 @@ token), the refresh-ahead lock, and served-marker temp files."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cache_entry import write_due_entry
 from countingcmd import counting_command
 from jwt_keys import key_pair
 from xuser import FILE_OBSTACLES, OURS, REFUSALS, Attacker, Planter, run
@@ -64,12 +64,8 @@ def test_a_vault_client_key_open_to_others_is_refused(tmp_path: Path, write_conf
 
 
 def entry_for_refresh(cache: Path) -> Path:
-    now = time.time()
-    entry = kentry.Entry("key-old", "src", now, now + 300, now - 1, None, [],
-                        kentry.env_digest([], os.environ))
     path = cache / f"{kentry.entry_key(Selection(), os.environ)}.entry"
-    path.write_bytes(entry.serialize())
-    path.chmod(0o600)
+    write_due_entry(path)
     return path
 
 
