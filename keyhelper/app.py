@@ -42,14 +42,14 @@ def leave_the_project(selection: Selection) -> None:
     root on Windows), as the refresh child does; the paths given relative to where keyhelper
     was started (--config, $KEYHELPER_CONFIG, $KEYHELPER_CACHE_DIR) are made absolute first,
     so they name what they named."""
-    from keyhelper.base import oslite
+    from keyhelper.base.files import PATH_VARIABLES, absolute_path, safe_cwd
 
     if selection.config:
-        selection.config = oslite.abspath(oslite.expanduser(selection.config))
-    for name in ("KEYHELPER_CONFIG", "KEYHELPER_CACHE_DIR"):
+        selection.config = absolute_path(selection.config)
+    for name in PATH_VARIABLES:
         if os.environ.get(name):
-            os.environ[name] = oslite.abspath(oslite.expanduser(os.environ[name]))
-    os.chdir(os.path.splitdrive(sys.executable)[0] + "\\" if os.name == "nt" else "/")
+            os.environ[name] = absolute_path(os.environ[name])
+    os.chdir(safe_cwd())
 
 
 def guarded(verbose: bool, action: Callable[[], int]) -> int:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from keyhelper.base.files import venv_site_packages, write_private
+from keyhelper.base.files import absolute_path, venv_site_packages, write_private
 from keyhelper.errors import ConfigError
 
 Echo = Callable[[str], None]
@@ -125,7 +125,7 @@ def helper_command(command: str, profile: str | None, config: str | None,
     ``shape`` a hook's (keyhelper.base.shapes)."""
     argv: list[str] = [shape] if shape else []
     if config:
-        argv += ["--config", os.path.abspath(os.path.expanduser(config))]
+        argv += ["--config", absolute_path(config)]
     if profile:
         argv += ["--profile", profile]
     for name in backends:

@@ -123,6 +123,27 @@ def home() -> str:
     return oslite.expanduser("~")
 
 
+# Paths a caller may give relative to its own directory, or with ~ (besides --config): read
+# through absolute_path, and made absolute before anything leaves that directory
+# (keyhelper.app.leave_the_project; the refresh child's environment: base.spawn.absolute).
+PATH_VARIABLES = ("KEYHELPER_CONFIG", "KEYHELPER_CACHE_DIR")
+
+
+def absolute_path(path: str) -> str:
+    """``path`` with ``~`` expanded, made absolute against the current directory."""
+    return oslite.abspath(oslite.expanduser(path))
+
+
+def safe_cwd() -> str:
+    """A working directory that is nobody's project: ``/``; on Windows the root of the
+    drive Python runs from."""
+    if oslite.POSIX:
+        return "/"
+    import ntpath
+
+    return ntpath.splitdrive(sys.executable)[0] + "\\"
+
+
 def config_path(selection: "Selection", env: "Mapping[str, str]") -> tuple[str, bool]:
     """The config file to read, and whether it was named explicitly (then it must exist).
 
@@ -130,9 +151,9 @@ def config_path(selection: "Selection", env: "Mapping[str, str]") -> tuple[str, 
     else ~/.config/keyhelper/config.toml (on Windows %APPDATA%\\keyhelper\\config.toml).
     """
     if selection.config:
-        return oslite.abspath(oslite.expanduser(selection.config)), True
+        return absolute_path(selection.config), True
     if env.get("KEYHELPER_CONFIG"):
-        return oslite.abspath(oslite.expanduser(env["KEYHELPER_CONFIG"])), True
+        return absolute_path(env["KEYHELPER_CONFIG"]), True
     if _absolute(env, "XDG_CONFIG_HOME"):
         base = env["XDG_CONFIG_HOME"]
     elif not oslite.POSIX and _absolute(env, "APPDATA"):
@@ -146,7 +167,7 @@ def cache_dir(env: "Mapping[str, str]") -> str:
     """$KEYHELPER_CACHE_DIR, else $XDG_RUNTIME_DIR/keyhelper (Linux: per-user tmpfs),
     else $XDG_CACHE_HOME/keyhelper, else the platform's user cache directory."""
     if env.get("KEYHELPER_CACHE_DIR"):
-        return oslite.abspath(oslite.expanduser(env["KEYHELPER_CACHE_DIR"]))
+        return absolute_path(env["KEYHELPER_CACHE_DIR"])
     for var in ("XDG_RUNTIME_DIR", "XDG_CACHE_HOME"):
         if _absolute(env, var):
             return oslite.join(env[var], APP)

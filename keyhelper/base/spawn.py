@@ -23,6 +23,7 @@ there is no background refresh: the entry ends and the next call fetches.
 import sys
 
 from keyhelper.base import oslite
+from keyhelper.base.files import PATH_VARIABLES, absolute_path, safe_cwd
 from keyhelper.base.lock import open_lock, try_lock, unlock
 
 TYPE_CHECKING = False
@@ -49,13 +50,13 @@ def absolute(argv: "Sequence[str]", env: "Mapping[str, str]") -> tuple[list[str]
     out = list(argv)
     for i, arg in enumerate(out):
         if arg in ("--config", "-c") and i + 1 < len(out):
-            out[i + 1] = oslite.abspath(oslite.expanduser(out[i + 1]))
+            out[i + 1] = absolute_path(out[i + 1])
         elif arg.startswith("--config="):
-            out[i] = "--config=" + oslite.abspath(oslite.expanduser(arg[len("--config="):]))
+            out[i] = "--config=" + absolute_path(arg[len("--config="):])
     child_env = dict(env)
-    for name in ("KEYHELPER_CONFIG", "KEYHELPER_CACHE_DIR"):
+    for name in PATH_VARIABLES:
         if child_env.get(name):
-            child_env[name] = oslite.abspath(oslite.expanduser(child_env[name]))
+            child_env[name] = absolute_path(child_env[name])
     return out, child_env
 
 
@@ -143,7 +144,7 @@ def _spawn_windows(directory: str, key: str, stored: float,
     child_argv, child_env = absolute(argv, os.environ)
     command = quote_windows([sys.executable, *CHILD_FLAGS, "-m", CHILD_MODULE, TAKE_LOCK,
                              repr(stored), "--", *child_argv])
-    cwd = os.path.splitdrive(sys.executable)[0] + "\\"  # not the caller's directory
+    cwd = safe_cwd()  # not the caller's directory
     null = os.open(os.devnull, os.O_RDWR)
     try:
         me = _winapi.GetCurrentProcess()
