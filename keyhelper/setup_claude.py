@@ -99,7 +99,7 @@ def current_bytecode(source: str) -> str | None:
         return None
     stamp = int(st.st_mtime) & 0xFFFFFFFF | (st.st_size & 0xFFFFFFFF) << 32
     expected = importlib.util.MAGIC_NUMBER + bytes(4) + stamp.to_bytes(8, "little")
-    return cached if head == expected and os.path.isfile(cached) else None
+    return cached if head == expected else None
 
 
 def console_script() -> str:

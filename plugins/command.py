@@ -208,9 +208,9 @@ def _candidates(program: str, env: Mapping[str, str]) -> list[str]:
     if not _POSIX and "." not in program:  # pragma: no cover - Windows
         extensions = _variable(env, "PATHEXT") or ".COM;.EXE;.BAT;.CMD"
         names = [program + ext for ext in extensions.split(os.pathsep) if ext]
-    return [os.path.join(directory, name) for directory in directories
-            if os.path.isabs(directory) for name in names
-            if os.path.isfile(os.path.join(directory, name))]
+    paths = (os.path.join(directory, name) for directory in directories
+             if os.path.isabs(directory) for name in names)
+    return [path for path in paths if os.path.isfile(path)]
 
 
 def _variable(env: Mapping[str, str], name: str) -> str | None:
